@@ -1,0 +1,55 @@
+"""The `keepdocker` command line: parses arguments, runs one command, turns errors into exit codes.
+
+This is the only module that calls ``sys.exit``. Commands live in ``keepdocker.commands``; the ones that run
+flows import Prefect lazily, so `keepdocker upgrade` and `keepdocker standin` start fast and need no Prefect API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from keepdocker.errors import KeepdockerError
+
+# Each module has add_parser(subparsers) that sets `func(args) -> int` on its parser.
+COMMANDS = ("standin", "upgrade", "push", "images", "history", "migrate", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="keepdocker",
+        description="Put Docker images into Arvados Keep and migrate v1 images to v2.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"keepdocker.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"keepdocker.commands.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code; errors become one line on stderr."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeepdockerError as exc:
+        print(f"keepdocker {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2 if exc.__class__.__name__ == "UsageError" else 1
+    except KeyboardInterrupt:
+        print(f"keepdocker {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())
