@@ -1,0 +1,115 @@
+"""Move one image tar between local disk and a Keep collection, streaming and hashing on the way."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import arvados.collection
+
+from keepdocker.arv.client import ArvadosSession, arvados_errors
+from keepdocker.errors import ArvadosError, CacheFullError
+
+__all__ = ["CollectionRef", "DownloadedTar", "download_tar", "single_tar", "upload_tar"]
+
+CHUNK = 1 << 20
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CollectionRef:
+    """A collection written to Arvados: its UUID, portable data hash and the bytes it holds."""
+
+    uuid: str
+    pdh: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DownloadedTar:
+    """A tar fetched from Keep: the file name it had in the collection, its size and sha256."""
+
+    filename: str
+    size: int
+    sha256: str
+
+
+def upload_tar(
+    session: ArvadosSession,
+    path: Path,
+    filename: str,
+    *,
+    name: str,
+    owner_uuid: str | None,
+    properties: dict[str, Any],
+    progress: Progress | None = None,
+) -> CollectionRef:
+    """Write ``path`` into a new collection as its single file ``filename``; the name is made unique if taken."""
+    total = path.stat().st_size
+    with arvados_errors(f"uploading {path.name} to Keep"):
+        coll = arvados.collection.Collection(api_client=session.api, num_retries=4, put_threads=2)
+        done = 0
+        with path.open("rb") as src, coll.open(filename, "wb") as out:
+            while chunk := src.read(CHUNK * 8):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        coll.save_new(
+            name=name,
+            owner_uuid=owner_uuid,
+            properties=properties,
+            ensure_unique_name=True,
+            num_retries=4,
+        )
+        uuid = coll.manifest_locator()
+        pdh = coll.portable_data_hash()
+    if not uuid:
+        raise ArvadosError(f"uploading {path.name}: the server returned no collection UUID")
+    return CollectionRef(uuid=str(uuid), pdh=str(pdh), size=total)
+
+
+def single_tar(manifest_text: str) -> tuple[str, int]:
+    """The one top-level `.tar` file of a manifest and its size; crunch-run's rule, raised as ArvadosError."""
+    reader = arvados.collection.Collection(manifest_text)
+    tars = [(n, reader[n].size()) for n in reader.keys() if n.endswith(".tar") and not hasattr(reader[n], "keys")]
+    if len(tars) != 1:
+        found = ", ".join(n for n, _ in tars) or "none"
+        raise ArvadosError(f"an image collection must hold exactly one top-level .tar file; found {found}")
+    return tars[0]
+
+
+def download_tar(session: ArvadosSession, locator: str, dest: Path, progress: Progress | None = None) -> DownloadedTar:
+    """Stream the single tar of collection ``locator`` (UUID or PDH) to ``dest``, atomically, hashing it."""
+    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    try:
+        with arvados_errors(f"downloading collection {locator}"):
+            reader = arvados.collection.CollectionReader(locator, api_client=session.api, num_retries=4)
+            filename, total = single_tar(reader.manifest_text())
+            digest = hashlib.sha256()
+            done = 0
+            with reader.open(filename, "rb") as src, tmp.open("wb") as out:
+                while chunk := src.read(CHUNK * 8):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        if done != total:
+            raise ArvadosError(f"downloading {locator}: got {done} bytes of {filename}, manifest says {total}")
+        os.replace(tmp, dest)
+        return DownloadedTar(filename=filename, size=done, sha256=digest.hexdigest())
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            raise CacheFullError(
+                f"no room to download {locator} into {dest.parent}: free space or raise the budget"
+            ) from exc
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
