@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -77,7 +78,7 @@ def upload_tar(
 def single_tar(manifest_text: str) -> tuple[str, int]:
     """The one top-level `.tar` file of a manifest and its size; crunch-run's rule, raised as ArvadosError."""
     reader = arvados.collection.Collection(manifest_text)
-    tars = [(n, reader[n].size()) for n in reader.keys() if n.endswith(".tar") and not hasattr(reader[n], "keys")]
+    tars = [(n, reader[n].size()) for n in reader if n.endswith(".tar") and not hasattr(reader[n], "keys")]
     if len(tars) != 1:
         found = ", ".join(n for n, _ in tars) or "none"
         raise ArvadosError(f"an image collection must hold exactly one top-level .tar file; found {found}")
@@ -105,7 +106,7 @@ def download_tar(session: ArvadosSession, locator: str, dest: Path, progress: Pr
         os.replace(tmp, dest)
         return DownloadedTar(filename=filename, size=done, sha256=digest.hexdigest())
     except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CacheFullError(
                 f"no room to download {locator} into {dest.parent}: free space or raise the budget"
             ) from exc
