@@ -25,6 +25,7 @@ __all__ = [
     "collection_name",
     "create_links",
     "find_collections",
+    "image_links_on",
     "keyset",
     "link_sort_key",
     "list_images",
@@ -214,6 +215,15 @@ def missing_links(wanted: Sequence[LinkSpec], existing: Iterable[dict[str, Any]]
         if key not in have and spec not in out:
             out.append(spec)
     return out
+
+
+def image_links_on(session: ArvadosSession, collection_uuid: str) -> list[dict[str, Any]]:
+    """The hash and repo+tag links whose head is ``collection_uuid``."""
+    return keyset(
+        session,
+        "links",
+        [["head_uuid", "=", collection_uuid], ["link_class", "in", [HASH_LINK, REPO_TAG_LINK]]],
+    )
 
 
 def create_links(session: ArvadosSession, specs: Sequence[LinkSpec]) -> list[dict[str, Any]]:
