@@ -171,10 +171,7 @@ def ensure_links(
     props = {"image_timestamp": image_timestamp} if image_timestamp else {}
     wanted = [LinkSpec(HASH_LINK, image_id, collection_uuid, owner_uuid, properties=props)]
     wanted += [LinkSpec(REPO_TAG_LINK, rt, collection_uuid, owner_uuid, properties=props) for rt in repo_tags]
-    existing = keyset_in(
-        session, "links", "head_uuid", [collection_uuid], [["link_class", "in", [HASH_LINK, REPO_TAG_LINK]]]
-    )
-    return create_links(session, missing_links(wanted, existing, owner_uuid))
+    return create_links(session, missing_links(wanted, image_links_on(session, collection_uuid), owner_uuid))
 
 
 def collection_exists(session: ArvadosSession, uuid: str) -> bool:
