@@ -15,6 +15,7 @@ from keepdocker.arv.catalog import (
     LinkSpec,
     create_links,
     find_collections,
+    image_links_on,
     keyset,
     link_sort_key,
     missing_links,
