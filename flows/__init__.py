@@ -1,0 +1,1 @@
+"""Prefect flows of keepdocker-flows: push-image and migrate-images."""
