@@ -9,14 +9,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import arvados.collection
 
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.errors import ArvadosError, CacheFullError
 
-__all__ = ["CollectionRef", "DownloadedTar", "download_tar", "single_tar", "upload_tar"]
+__all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
 
 CHUNK = 1 << 20
 Progress = Callable[[int, int], None]
@@ -85,31 +85,53 @@ def single_tar(manifest_text: str) -> tuple[str, int]:
     return tars[0]
 
 
+class Writable(Protocol):
+    """Anything bytes can be written to (a file, a cache sink)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+def stream_tar(
+    session: ArvadosSession, locator: str, out: Writable, progress: Progress | None = None
+) -> tuple[str, int]:
+    """Write the single tar of collection ``locator`` (UUID or PDH) to ``out``; return its file name and size."""
+    with arvados_errors(f"downloading collection {locator}"):
+        reader = arvados.collection.CollectionReader(locator, api_client=session.api, num_retries=4)
+        filename, total = single_tar(reader.manifest_text())
+        done = 0
+        with reader.open(filename, "rb") as src:
+            while chunk := src.read(CHUNK * 8):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+    if done != total:
+        raise ArvadosError(f"downloading {locator}: got {done} bytes of {filename}, the manifest says {total}")
+    return filename, done
+
+
+class _HashingFile:
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes, /) -> int:
+        self.digest.update(data)
+        return self.f.write(data)
+
+
 def download_tar(session: ArvadosSession, locator: str, dest: Path, progress: Progress | None = None) -> DownloadedTar:
-    """Stream the single tar of collection ``locator`` (UUID or PDH) to ``dest``, atomically, hashing it."""
+    """Stream the single tar of collection ``locator`` to ``dest`` atomically, hashing it on the way."""
     tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
     try:
-        with arvados_errors(f"downloading collection {locator}"):
-            reader = arvados.collection.CollectionReader(locator, api_client=session.api, num_retries=4)
-            filename, total = single_tar(reader.manifest_text())
-            digest = hashlib.sha256()
-            done = 0
-            with reader.open(filename, "rb") as src, tmp.open("wb") as out:
-                while chunk := src.read(CHUNK * 8):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-        if done != total:
-            raise ArvadosError(f"downloading {locator}: got {done} bytes of {filename}, manifest says {total}")
+        with tmp.open("wb") as f:
+            out = _HashingFile(f)
+            filename, size = stream_tar(session, locator, out, progress)
         os.replace(tmp, dest)
-        return DownloadedTar(filename=filename, size=done, sha256=digest.hexdigest())
+        return DownloadedTar(filename=filename, size=size, sha256=out.digest.hexdigest())
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CacheFullError(
-                f"no room to download {locator} into {dest.parent}: free space or raise the budget"
-            ) from exc
+            raise CacheFullError(f"no room to download {locator} into {dest.parent}: free disk space") from exc
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
