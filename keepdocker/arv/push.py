@@ -22,7 +22,7 @@ from keepdocker.arv.catalog import (
 )
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.arv.transfer import CollectionRef, Progress, single_tar, upload_tar
-from keepdocker.errors import ArvadosError, ArvadosNotFoundError, ConfigurationError
+from keepdocker.errors import ArvadosError, ArvadosNotFoundError, ConfigurationError, ImageNotFoundError
 
 __all__ = [
     "Action",
@@ -31,6 +31,7 @@ __all__ = [
     "copy_into",
     "ensure_links",
     "find_existing",
+    "place_image",
     "resolve_owner",
     "upload_image",
 ]
@@ -183,3 +184,34 @@ def collection_exists(session: ArvadosSession, uuid: str) -> bool:
     except ArvadosNotFoundError:
         return False
     return True
+
+
+def _ref(collection: dict[str, Any]) -> CollectionRef:
+    _, size = single_tar(str(collection.get("manifest_text") or ""))
+    return CollectionRef(uuid=str(collection["uuid"]), pdh=str(collection["portable_data_hash"]), size=size)
+
+
+def place_image(
+    session: ArvadosSession,
+    existing: Existing,
+    *,
+    tar: Path | None,
+    name: str,
+    repo_tag: str | None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> tuple[CollectionRef, Action]:
+    """Reuse the owner's copy, copy another readable one, or upload ``tar``: the collection the image lives in."""
+    if not force:
+        if existing.owned is not None:
+            return _ref(existing.owned), Action.PRESENT
+        if existing.source is not None:
+            return copy_into(session, existing.source, existing.owner_uuid, name, repo_tag, existing.image_id), (
+                Action.COPIED
+            )
+    if tar is None:
+        raise ImageNotFoundError(f"image {existing.image_id} has no local archive and no readable copy in Arvados")
+    ref = upload_image(
+        session, tar, existing.image_id, name=name, owner_uuid=existing.owner_uuid, repo_tag=repo_tag, progress=progress
+    )
+    return ref, Action.UPLOADED
