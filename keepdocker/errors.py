@@ -14,9 +14,10 @@
     │   ├── ArvadosPermissionError  the token may not read or write what was asked               permanent
     │   ├── ArvadosNotFoundError    the collection, link or project does not exist               permanent
     │   └── ArvadosUnavailableError the API or Keep answered 5xx, timed out, or is unreachable   temporary
-    └── CacheError                  the local cache cannot hold or verify a file                 permanent
-        ├── CacheFullError          the disk or the configured budget has no room                permanent
-        └── CacheCorruptError       a cached file no longer matches its recorded digest          temporary
+    ├── CacheError                  the local cache cannot hold or verify a file                 permanent
+    │   ├── CacheFullError          the disk or the configured budget has no room                permanent
+    │   └── CacheCorruptError       a cached file no longer matches its recorded digest          temporary
+    └── PartialFailureError         some images of a sweep failed; each one's own error is reported permanent
 
 Callers catch a branch or a leaf; retry policies look only at ``temporary``.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "ImageNotFoundError",
     "KeepdockerError",
     "MalformedArchiveError",
+    "PartialFailureError",
     "UnsafeArchiveError",
     "UsageError",
     "is_temporary",
@@ -129,6 +131,14 @@ class CacheCorruptError(CacheError):
     """A cached file no longer matches the size or digest recorded when it was written."""
 
     temporary = True
+
+
+class PartialFailureError(KeepdockerError):
+    """Some images of a sweep failed (the others were done); ``report`` holds every image's outcome."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def is_temporary(exc: BaseException) -> bool:

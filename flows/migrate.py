@@ -1,0 +1,190 @@
+"""Flow migrate-images: bring every v1 image in a cluster to v2, one independent image at a time, re-runnably."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.logging import get_run_logger
+from pydantic import BaseModel
+
+from flows.params import MigrateRequest
+from keepdocker.arv.catalog import collection_name
+from keepdocker.arv.migration import V1Image
+from keepdocker.errors import KeepdockerError, PartialFailureError
+from tasks.discover import discover_v1
+from tasks.download import download
+from tasks.history import history_row, record_history
+from tasks.link import link_migration
+from tasks.load import verify_load
+from tasks.results import remove_quietly
+from tasks.upgrade import upgrade, upgrade_with_engine
+from tasks.upload import upload
+
+__all__ = ["ImageOutcome", "MigrationReport", "migrate_images"]
+
+
+class ImageOutcome(BaseModel):
+    """What happened to one v1 image in a sweep (or, in a dry run, what would happen)."""
+
+    image: str
+    old_pdh: str
+    v1_id: str
+    owner_uuid: str
+    new_pdh: str = ""
+    new_id: str = ""
+    collection: str = ""
+    outcome: str = "planned"  # planned | migrated | failed
+    action: str = ""  # uploaded | copied | present
+    links_created: int = 0
+    error: str = ""
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+class MigrationReport(BaseModel):
+    """A sweep's result: every image's outcome, and totals."""
+
+    dry_run: bool
+    images: list[ImageOutcome]
+
+    @property
+    def failed(self) -> list[ImageOutcome]:
+        """The images that failed."""
+        return [i for i in self.images if i.outcome == "failed"]
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the old images covered by the sweep."""
+        return sum(i.bytes for i in self.images)
+
+    def table(self) -> list[dict[str, Any]]:
+        """The summary rows (image, old PDH, new PDH, new ID, outcome, bytes, seconds)."""
+        return [
+            {
+                "image": i.image,
+                "old_pdh": i.old_pdh,
+                "new_pdh": i.new_pdh,
+                "new_id": i.new_id,
+                "outcome": i.outcome if not i.error else f"{i.outcome}: {i.error}",
+                "bytes": i.bytes,
+                "seconds": round(i.seconds, 2),
+            }
+            for i in self.images
+        ]
+
+
+def image_label(image: V1Image) -> str:
+    """The name an image's history is filed under: its first repo:tag, else its v1 ID."""
+    tags = image.repo_tags
+    return tags[0] if tags else image.v1_id
+
+
+def _outcome(image: V1Image) -> ImageOutcome:
+    return ImageOutcome(
+        image=image_label(image), old_pdh=image.pdh, v1_id=image.v1_id, owner_uuid=image.owner_uuid, bytes=image.size
+    )
+
+
+def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
+    """Download, upgrade, (verify,) upload and link one image; any failure is caught and reported for it alone."""
+    result = _outcome(image)
+    started = time.monotonic()
+    creds = request.credentials_block
+    try:
+        source = download(image.pdh, creds)
+        if request.strategy == "engine":
+            v2 = upgrade_with_engine(source.path, source.sha256, image.repo_tags, image.v1_id)
+        else:
+            v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
+        if request.verify:
+            verify_load(v2.path, v2.image_id)
+        first_tag = image.repo_tags[0] if image.repo_tags else None
+        placed = upload(v2.path, v2.image_id, image.owner_uuid, collection_name(v2.image_id, first_tag), first_tag,
+                        credentials_block=creds)
+        links = link_migration(image, v2.image_id, placed.uuid, placed.pdh, creds)
+        remove_quietly(source.path, v2.path)
+        result = result.model_copy(
+            update={
+                "new_pdh": placed.pdh,
+                "new_id": v2.image_id,
+                "collection": placed.uuid,
+                "outcome": "migrated",
+                "action": placed.action,
+                "links_created": links,
+            }
+        )
+    except Exception as exc:
+        message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
+        result = result.model_copy(update={"outcome": "failed", "error": message})
+    result = result.model_copy(update={"seconds": time.monotonic() - started})
+    record_history(
+        result.image,
+        history_row(
+            "migrate",
+            result.outcome if not result.error else f"failed: {result.error}",
+            image_id=result.new_id or image.v1_id,
+            collection=result.collection,
+            pdh=result.new_pdh,
+            size=result.bytes,
+            seconds=result.seconds,
+        ),
+    )
+    return result
+
+
+def _plan_table(images: list[V1Image]) -> list[dict[str, Any]]:
+    return [
+        {
+            "image": image_label(i),
+            "old_pdh": i.pdh,
+            "owner": i.owner_uuid,
+            "bytes": i.size,
+            "would_create": f"1 collection, {len(i.links)} image link(s), 1 migration link",
+        }
+        for i in images
+    ]
+
+
+@flow(name="migrate-images", log_prints=False)
+def migrate_images(request: MigrateRequest) -> MigrationReport:
+    """Migrate every v1 image in scope; fails (after finishing the others) when any image failed."""
+    logger = get_run_logger()
+    images = discover_v1(request.project_uuid, request.pdhs or None, request.limit, request.credentials_block)
+    if request.dry_run:
+        report = MigrationReport(dry_run=True, images=[_outcome(i) for i in images])
+        create_table_artifact(
+            table=_plan_table(images) or [{"image": "(nothing to migrate)"}],
+            key="migrate-images-plan",
+            description=f"Dry run: {len(images)} image(s), {report.total_bytes} bytes",
+        )
+        logger.info("dry run: %d image(s), %d bytes would be migrated", len(images), report.total_bytes)
+        return report
+
+    progress = create_progress_artifact(0.0, key="migrate-images-progress", description="Images finished")
+    outcomes: list[ImageOutcome] = []
+    with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
+        futures: list[Future[ImageOutcome]] = [
+            pool.submit(contextvars.copy_context().run, migrate_one, image, request) for image in images
+        ]
+        for fut in as_completed(futures):
+            outcomes.append(fut.result())
+            if images:
+                update_progress_artifact(progress, 100.0 * len(outcomes) / len(images))
+    order = {i.pdh: n for n, i in enumerate(images)}
+    outcomes.sort(key=lambda o: order[o.old_pdh])
+    report = MigrationReport(dry_run=False, images=outcomes)
+    create_table_artifact(
+        table=report.table() or [{"image": "(nothing to migrate)"}],
+        key="migrate-images-summary",
+        description=f"{len(outcomes) - len(report.failed)} migrated, {len(report.failed)} failed",
+    )
+    if report.failed:
+        names = ", ".join(f"{o.image} ({o.error})" for o in report.failed[:5])
+        raise PartialFailureError(f"{len(report.failed)} of {len(outcomes)} image(s) failed: {names}", report)
+    logger.info("migrated %d image(s)", len(outcomes))
+    return report

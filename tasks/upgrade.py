@@ -1,0 +1,44 @@
+"""upgrade: convert a v1 archive to a deterministic v2 archive, engine-free (or through an engine as a cross-check)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from keepdocker.images.upgrade import upgrade_archive
+from prefect import task
+
+from keepdocker.cache import default_cache_dir
+from keepdocker.errors import MalformedArchiveError
+from tasks.policy import ValidatedFileCache
+from tasks.results import FileResult, UpgradedArchive
+
+__all__ = ["upgrade", "upgraded_path"]
+
+
+def upgraded_path(src_sha256: str, tags: list[str], image: str | None) -> Path:
+    """Where the v2 archive for this input goes: a name fixed by the source digest, tags and image choice."""
+    variant = hashlib.sha256(json.dumps([sorted(tags), image]).encode()).hexdigest()[:12]
+    directory = default_cache_dir() / "upgraded"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory / f"{src_sha256[:32]}-{variant}.tar"
+
+
+@task(
+    name="upgrade",
+    task_run_name="upgrade-{src_sha256:.12}",
+    cache_policy=ValidatedFileCache(),
+    result_serializer="json",
+)
+def upgrade(src: str, src_sha256: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
+    """The v2 archive of ``src`` (one manifest entry for ``image``, tagged ``tags``); refusals are permanent."""
+    dst = upgraded_path(src_sha256, tags, image)
+    entries = upgrade_archive(Path(src), dst, tags=tags, image=image)
+    if len(entries) != 1:
+        ids = ", ".join(e.id for e in entries)
+        raise MalformedArchiveError(f"{src}: expected one image, the archive holds {len(entries)} ({ids})")
+    entry = entries[0]
+    created = entry.created.isoformat() if entry.created else None
+    base = FileResult.of(dst)
+    return UpgradedArchive(**base.model_dump(), image_id=entry.id, tags=list(entry.tags), created=created)

@@ -1,0 +1,50 @@
+"""upload: put an image tar into a collection of the target owner, unless Arvados already holds the image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from keepdocker.arv.push import find_existing, place_image
+from tasks.policy import IO_RETRY
+from tasks.results import PlacedCollection
+from tasks.session import arvados_session
+
+__all__ = ["upload"]
+
+
+@task(name="upload", task_run_name="upload-{image_id:.19}", **IO_RETRY)
+def upload(
+    tar: str | None,
+    image_id: str,
+    owner_uuid: str,
+    name: str,
+    repo_tag: str | None,
+    force: bool = False,
+    credentials_block: str | None = None,
+) -> PlacedCollection:
+    """The collection holding ``image_id`` for ``owner_uuid``: found, copied (no Keep traffic) or uploaded."""
+    logger = get_run_logger()
+    session = arvados_session(credentials_block)
+    existing = find_existing(session, image_id, owner_uuid)
+    step = [0]
+
+    def progress(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if pct >= step[0] + 10 or done == total:
+            step[0] = pct
+            logger.info("uploaded %d of %d MiB (%d%%)", done >> 20, total >> 20, pct)
+
+    ref, action = place_image(
+        session,
+        existing,
+        tar=Path(tar) if tar else None,
+        name=name,
+        repo_tag=repo_tag,
+        force=force,
+        progress=progress,
+    )
+    logger.info("%s: %s collection %s (%s)", image_id[:19], action.value, ref.uuid, ref.pdh)
+    return PlacedCollection(uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=action.value)
