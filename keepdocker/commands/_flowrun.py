@@ -1,0 +1,36 @@
+"""Shared by the commands that run flows: Prefect defaults set before Prefect is imported, and result handling."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from keepdocker.cache import default_cache_dir
+from keepdocker.errors import KeepdockerError, UsageError
+
+
+def prepare_prefect() -> None:
+    """Defaults for a CLI run: results beside the tar cache, patient ephemeral start-up on small machines."""
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(default_cache_dir() / "prefect-results"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def run_flow(flow_fn: Any, request: Any) -> tuple[bool, Any]:
+    """Run a flow and return (completed, result); a flow's own failure comes back as its exception object."""
+    state = flow_fn(request, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if state.is_completed():
+        return True, result
+    if isinstance(result, KeepdockerError):
+        return False, result
+    if isinstance(result, BaseException):
+        raise result
+    raise KeepdockerError(f"flow ended in state {state.name}: {state.message}")
+
+
+def usage_error(exc: Any) -> UsageError:
+    """A pydantic ValidationError as one line naming the first bad field."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
+    return UsageError(f"{field}: {err.get('msg', 'invalid')}")
