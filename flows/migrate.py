@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextvars
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
+from tasks.load import verify_load
 
-from flows.params import MigrateRequest
+from flows.params import MigrateImageRequest, MigrateRequest
 from keepdocker.arv.catalog import collection_name
 from keepdocker.arv.migration import V1Image
 from keepdocker.errors import KeepdockerError, PartialFailureError
@@ -20,12 +24,14 @@ from tasks.discover import discover_v1
 from tasks.download import download
 from tasks.history import history_row, record_history
 from tasks.link import link_migration
-from tasks.load import verify_load
 from tasks.results import remove_quietly
 from tasks.upgrade import upgrade, upgrade_with_engine
 from tasks.upload import upload
 
-__all__ = ["ImageOutcome", "MigrationReport", "migrate_images"]
+__all__ = ["FANOUT_DEPLOYMENT", "ImageOutcome", "MigrationReport", "migrate_image", "migrate_images"]
+
+# The deployment a fanned-out sweep starts once per image (see deployments/prefect.yaml).
+FANOUT_DEPLOYMENT = "migrate-image/fanout"
 
 
 class ImageOutcome(BaseModel):
@@ -104,8 +110,14 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
         if request.verify:
             verify_load(v2.path, v2.image_id)
         first_tag = image.repo_tags[0] if image.repo_tags else None
-        placed = upload(v2.path, v2.image_id, image.owner_uuid, collection_name(v2.image_id, first_tag), first_tag,
-                        credentials_block=creds)
+        placed = upload(
+            v2.path,
+            v2.image_id,
+            image.owner_uuid,
+            collection_name(v2.image_id, first_tag),
+            first_tag,
+            credentials_block=creds,
+        )
         links = link_migration(image, v2.image_id, placed.uuid, placed.pdh, creds)
         remove_quietly(source.path, v2.path)
         result = result.model_copy(
@@ -137,6 +149,37 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
     return result
 
 
+def run_fanned_out(image: V1Image, request: MigrateRequest) -> ImageOutcome:
+    """Migrate one image as its own flow run of the fan-out deployment (any worker on the pool may take it)."""
+    started = time.monotonic()
+    params = MigrateImageRequest(
+        pdh=image.pdh, strategy=request.strategy, verify=request.verify, credentials_block=request.credentials_block
+    )
+    run = cast(FlowRun, run_deployment(FANOUT_DEPLOYMENT, parameters={"request": params.model_dump()}, timeout=None))
+    state = run.state
+    result = _outcome(image).model_copy(update={"seconds": time.monotonic() - started})
+    if state is not None and state.is_completed():
+        return result.model_copy(update={"outcome": "migrated", "action": f"flow run {run.name}"})
+    reason = state.message if state is not None else "no state"
+    return result.model_copy(update={"outcome": "failed", "error": f"flow run {run.name}: {reason}"})
+
+
+@flow(name="migrate-image")
+def migrate_image(request: MigrateImageRequest) -> ImageOutcome | None:
+    """Migrate the v1 image with this PDH (None when it is already migrated); fails when the image fails."""
+    found = discover_v1(pdhs=[request.pdh], credentials_block=request.credentials_block)
+    if not found:
+        get_run_logger().info("%s: nothing to do (already migrated, or not a readable v1 image)", request.pdh)
+        return None
+    sweep = MigrateRequest(
+        strategy=request.strategy, verify=request.verify, credentials_block=request.credentials_block
+    )
+    outcome = migrate_one(found[0], sweep)
+    if outcome.outcome == "failed":
+        raise PartialFailureError(f"{outcome.image} ({outcome.old_pdh}): {outcome.error}", outcome)
+    return outcome
+
+
 def _plan_table(images: list[V1Image]) -> list[dict[str, Any]]:
     return [
         {
@@ -165,11 +208,12 @@ def migrate_images(request: MigrateRequest) -> MigrationReport:
         logger.info("dry run: %d image(s), %d bytes would be migrated", len(images), report.total_bytes)
         return report
 
-    progress = create_progress_artifact(0.0, key="migrate-images-progress", description="Images finished")
+    progress = cast(UUID, create_progress_artifact(0.0, key="migrate-images-progress", description="Images finished"))
     outcomes: list[ImageOutcome] = []
+    one = run_fanned_out if request.fan_out else migrate_one
     with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
         futures: list[Future[ImageOutcome]] = [
-            pool.submit(contextvars.copy_context().run, migrate_one, image, request) for image in images
+            pool.submit(contextvars.copy_context().run, one, image, request) for image in images
         ]
         for fut in as_completed(futures):
             outcomes.append(fut.result())

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from keepdocker.errors import UsageError
 from keepdocker.references import parse_reference
 
-__all__ = ["PDH_PATTERN", "UUID_PATTERN", "MigrateRequest", "PushRequest"]
+__all__ = ["PDH_PATTERN", "UUID_PATTERN", "MigrateImageRequest", "MigrateRequest", "PushRequest"]
 
 UUID_PATTERN = r"^[0-9a-z]{5}-[0-9a-z]{5}-[0-9a-z]{15}$"
 PDH_PATTERN = r"^[0-9a-f]{32}\+[0-9]+$"
@@ -111,3 +111,16 @@ class MigrateRequest(BaseModel):
             if not re.fullmatch(PDH_PATTERN, pdh):
                 raise ValueError(f"pdhs[{i}] = {pdh!r} is not a portable data hash (32 hex digits + size)")
         return value
+
+
+class MigrateImageRequest(BaseModel):
+    """Migrate the one v1 image stored in the collection with this PDH (the unit a fanned-out sweep runs)."""
+
+    model_config = ConfigDict(extra="forbid", title="Migrate one v1 image")
+
+    pdh: str = Field(pattern=PDH_PATTERN, description="Portable data hash of the v1 image's collection.")
+    strategy: Literal["native", "engine"] = Field(default="native", description="Converter to use.")
+    verify: bool = Field(default=False, description="Load the v2 archive into a Docker engine and check its ID.")
+    credentials_block: str | None = Field(
+        default=None, pattern=r"^[a-z0-9-]+$", description="Secret block with Arvados credentials (optional)."
+    )
