@@ -21,6 +21,7 @@ engine reports (Docker 29's containerd store reports the manifest digest); ``sav
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -98,6 +99,7 @@ class LocalImage:
     created: int = 0
     size: int = 0
     matched_by: MatchKind = MatchKind.ID
+    parent: str = ""
 
     def describe(self) -> str:
         """``sha256:0123456789ab (repo:tag, …)`` for messages."""
@@ -161,7 +163,7 @@ def translate_engine_error(exc: BaseException, action: str, host: str) -> Keepdo
             return EngineUnavailableError(f"{action}: {where} is unavailable ({status}: {explanation}); retry")
         return EngineError(f"{action}: {where} refused: {explanation}")
     timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-    if isinstance(exc, timeouts) or isinstance(exc.__cause__, timeouts):
+    if any(isinstance(e, timeouts) and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in _chain(exc)):
         return EngineUnavailableError(f"{action}: {where} did not answer in time ({exc}); retry later")
     broken = (
         requests.exceptions.ConnectionError,
@@ -181,6 +183,20 @@ def translate_engine_error(exc: BaseException, action: str, host: str) -> Keepdo
     if isinstance(exc, OSError):
         return EngineUnavailableError(f"{action}: {where}: {_first_line(exc)}; retry")
     return EngineError(f"{action}: {where}: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _chain(exc: BaseException, depth: int = 5) -> Iterator[BaseException]:
+    """The exception, its causes and contexts, and exceptions carried as the first argument (requests wraps so)."""
+    seen: set[int] = set()
+    todo: list[tuple[BaseException, int]] = [(exc, 0)]
+    while todo:
+        current, level = todo.pop()
+        if id(current) in seen or level > depth:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args[:1]]
+        todo.extend((e, level + 1) for e in linked if isinstance(e, BaseException))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -356,7 +372,10 @@ class DockerEngine:
                 api._url("/images/create"), params=params, headers=headers, stream=True, timeout=self.stream_timeout
             )
             with contextlib.closing(response):
-                api._raise_for_status(response)
+                try:
+                    api._raise_for_status(response)
+                except docker.errors.APIError as exc:
+                    self._pull_failed(ref, str(exc.explanation or exc).strip())
                 for event in json_stream(_timed(response.iter_content(chunk_size=None), deadline, action, self.host)):
                     if isinstance(event, dict) and event.get("error"):
                         self._pull_failed(ref, _event_error(event))
@@ -439,7 +458,13 @@ class DockerEngine:
     # -- load -----------------------------------------------------------------------------------------------------
 
     def load(self, archive: Path | str, time_limit: float | None = None) -> LoadResult:
-        """``docker load`` an archive file; return the image IDs and tags the engine reports."""
+        """``docker load`` an archive file; return the image IDs and tags the engine reports.
+
+        Legacy (v1) loads report nothing, so then the result is what changed in the engine's image list across the
+        load: the new top images (not a parent of another new image) and their tags. That fallback cannot see an
+        image that was already present with the same tags, and raises EngineError for it; concurrent loads into
+        the same engine can blur it.
+        """
         archive = Path(archive)
         action = f"loading {archive}"
         deadline = _deadline(time_limit)
@@ -450,6 +475,7 @@ class DockerEngine:
             f = open(archive, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UsageError(f"cannot read the archive {archive}: {exc.strerror}") from exc
+        before = {i.id: i for i in self.images()}
         with f, self._mapped(action):
             response = api._post(
                 api._url("/images/load"),
@@ -477,7 +503,12 @@ class DockerEngine:
             if image_id and image_id not in ids:
                 ids.append(image_id)
         if not ids:
-            raise EngineError(f"{action}: the Docker engine at {self.host} reported no loaded image")
+            ids, tags = _changed_tops(before, self.images())
+        if not ids:
+            raise EngineError(
+                f"{action}: the Docker engine at {self.host} reported no loaded image and its image list did not "
+                "change (a legacy load of an image already present); remove that image from the engine and retry"
+            )
         return LoadResult(image_ids=tuple(ids), tags=tuple(tags))
 
     # -- legacy (v1) loading --------------------------------------------------------------------------------------
@@ -548,6 +579,14 @@ def _trailing_error(tail: bytes) -> str | None:
     return _event_error(event) if isinstance(event, dict) else None
 
 
+def _changed_tops(before: dict[str, LocalImage], after: list[LocalImage]) -> tuple[list[str], list[str]]:
+    """Images that are new or gained tags across a load, minus those that are parents of other new ones."""
+    changed = [i for i in after if i.id not in before or set(i.tags) - set(before[i.id].tags)]
+    parents = {i.parent for i in changed}
+    tops = [i for i in changed if i.id not in parents]
+    return [i.id for i in tops], [t for i in tops for t in i.tags if i.id not in before or t not in before[i.id].tags]
+
+
 def _local_image(row: dict[str, Any]) -> LocalImage:
     def names(field: str) -> tuple[str, ...]:
         values = row.get(field) or []
@@ -559,11 +598,12 @@ def _local_image(row: dict[str, Any]) -> LocalImage:
         digests=names("RepoDigests"),
         created=int(row.get("Created") or 0),
         size=int(row.get("Size") or 0),
+        parent=str(row.get("ParentId") or ""),
     )
 
 
 def _with_match(image: LocalImage, kind: MatchKind) -> LocalImage:
-    return LocalImage(image.id, image.tags, image.digests, image.created, image.size, kind)
+    return dataclasses.replace(image, matched_by=kind)
 
 
 def _normalized(name: str) -> str | None:
