@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -448,12 +448,20 @@ class DockerEngine:
             raise
         return SavedArchive(path=path, size=out.size, sha256=out.hash.hexdigest())
 
+    def saver(self, images: Sequence[str], time_limit: float | None = None) -> Callable[[ByteSink], None]:
+        """A fill callable for TarCache: ``cache.pinned(image_id, engine.saver([image_id]))`` holds it during upload."""
+
+        def fill(sink: ByteSink) -> None:
+            self.save_to(images, sink, time_limit)
+
+        return fill
+
     def save_cached(self, cache: TarCache, image_id: str, time_limit: float | None = None) -> CachedFile:
         """The ``docker save`` archive of one image from ``cache`` (key = the engine's image ID), saving it if absent.
 
         Concurrent callers for one image (threads or processes sharing the cache directory) save it once.
         """
-        return cache.put_stream(image_id, lambda sink: self.save_to([image_id], sink, time_limit))
+        return cache.put_stream(image_id, self.saver([image_id], time_limit))
 
     # -- load -----------------------------------------------------------------------------------------------------
 

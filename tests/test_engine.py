@@ -187,6 +187,9 @@ def test_save_into_cache_and_reuse(engine: DockerEngine, image_id: str, tmp_path
     os.truncate(first.path, first.size // 2)
     healed = engine.save_cached(cache, image_id)
     assert healed.created and healed.size == first.size and healed.sha256 == first.sha256
+    with cache.pinned(image_id, engine.saver([image_id])) as held:
+        assert held is not None and not held.created and held.sha256 == first.sha256
+        assert not cache.invalidate(image_id)  # in use: cannot be removed or evicted
 
 
 @pytest.mark.engine
