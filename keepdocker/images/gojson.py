@@ -632,7 +632,4 @@ def encode(value: Any, t: GoType) -> bytes:
 
 def encode_fields(value: dict[str, Any], t: Struct) -> dict[str, bytes]:
     """The fields ``json.Marshal`` would write for a struct, as a name -> encoded value map (omitempty applied)."""
-    return {
-        f.name: encode(value[f.name], f.type) for f in t.fields if not (f.omitempty and _is_empty(value[f.name]))
-    }
-
+    return {f.name: encode(value[f.name], f.type) for f in t.fields if not (f.omitempty and _is_empty(value[f.name]))}
