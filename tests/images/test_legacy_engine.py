@@ -131,8 +131,18 @@ LEGACY_CONFIG = {
     "Unknown": [1, 2],
 }
 
-VERSIONS_FALLBACK = ["", None, "1.8.2", "1.6.2", "0.4.0", "1.8.3-rc1", "1.8.3-dev", "v1.9.1", " 1.9"]
-VERSIONS_MODERN = ["1.8.3", "1.8.3.0", "1.08.3", "1.9.1", "1.10.0", "1.8.3.-1x"]
+VERSIONS_FALLBACK = ["", None, "1.8.2", "1.6.2", "0.4.0", "1.8.3-rc1", "1.8.3-dev", "v1.9.1", " 1.9", "1.-9", "1.8.3 "]
+VERSIONS_MODERN = [
+    "1.8.3",
+    "1.8.3.0",
+    "1.08.3",
+    "1.9.1",
+    "1.10.0",
+    "1.8.3.-1x",
+    "1.99999999999999999999",
+    "+1.8.3",
+    "2",
+]
 
 DEEP = b"[" * 9999 + b"]" * 9999
 
@@ -397,7 +407,65 @@ CASES: list[Case] = [
     ),
 ]
 
+CASES += [
+    Case(
+        "slice-backing-reuse-fallback",
+        [
+            old(
+                "1.0",
+                ("container_config", {"Env": ["a", "b", "c"], "OnBuild": ["1", "2", "3", "4", "5"]}),
+                ("container_config", {"Env": ["x"], "OnBuild": [None] * 7}),
+                ("container_config", {"Env": [None, None]}),
+                ("config", {"Cmd": ["a"], "Labels": {"k": "v"}}),
+                ("config", None),
+            )
+        ],
+    ),
+    Case(
+        "key-collisions",
+        [
+            modern(
+                (b'"\u00e9"', b"1"),
+                ("é", 2),
+                (b'"\ufffd"', b"3"),
+                (b'"\xc0"', b"4"),
+                (b'"\xff"', b"5"),
+                (b'"a\/b"', b"6"),
+                ("", 7),
+                ("rootfs", "ignored"),
+                ("history", "ignored"),
+                ("Created", "2001-01-01T00:00:00Z"),
+                ("container_config", {"Cmd": ["a", None, "b"]}),
+                (b'"author"', b'"nul\u0000"'),
+            )
+        ],
+    ),
+    Case(
+        "fold-special-letters",
+        [
+            obj(("doc\u212aer_version", "1.9.1"), ("o\u017f", "linux"), ("\u017fize", 5), ("author", "k")),
+            obj(("o\u017f", "linux"), ("\u017fize", 5), ("\u212a", 1), ("Parent", "@PARENT@")),
+            obj(
+                ("doc\u212aer_version", "1.9.1"),
+                ("created", "2015-01-01T00:00:00Z"),
+                ("Created", "2016-01-01T00:00:00Z"),
+                ("p\u0061rent", "@PARENT@"),
+            ),
+        ],
+    ),
+]
+
 REJECTS: dict[str, bytes] = {
+    "os-long-s-windows": obj(("o\u017f", "windows")),
+    "docker-version-upper-number": obj((b'"DOCKER_VERSION"', b"1.9")),
+    "bytes-after-value": b'{"a":1}\xff',
+    "number-leading-zero": b'{"a":01}',
+    "number-minus": b'{"a":-}',
+    "number-dot": b'{"a":1.}',
+    "number-plus": b'{"a":+1}',
+    "number-nan": b'{"a":NaN}',
+    "unterminated-string": b'{"a":"x}',
+    "single-quotes": b"{'a':1}",
     "top-level-array": b"[]",
     "top-level-number": b"1",
     "top-level-string": b'"x"',
