@@ -6,15 +6,18 @@ import hashlib
 import json
 from pathlib import Path
 
-from keepdocker.images.upgrade import upgrade_archive
 from prefect import task
 
 from keepdocker.cache import default_cache_dir
+from keepdocker.engine import DockerEngine
+from keepdocker.engine_upgrade import upgrade_with_engine as engine_upgrade
 from keepdocker.errors import MalformedArchiveError
-from tasks.policy import ValidatedFileCache
+from keepdocker.images.docker_archive import read_archive
+from keepdocker.images.upgrade import upgrade_archive
+from tasks.policy import IO_RETRY, ValidatedFileCache
 from tasks.results import FileResult, UpgradedArchive
 
-__all__ = ["upgrade", "upgraded_path"]
+__all__ = ["upgrade", "upgrade_with_engine", "upgraded_path"]
 
 
 def upgraded_path(src_sha256: str, tags: list[str], image: str | None) -> Path:
@@ -42,3 +45,25 @@ def upgrade(src: str, src_sha256: str, tags: list[str], image: str | None = None
     created = entry.created.isoformat() if entry.created else None
     base = FileResult.of(dst)
     return UpgradedArchive(**base.model_dump(), image_id=entry.id, tags=list(entry.tags), created=created)
+
+
+@task(
+    name="upgrade-engine",
+    task_run_name="upgrade-engine-{src_sha256:.12}",
+    cache_policy=ValidatedFileCache(),
+    result_serializer="json",
+    **IO_RETRY,
+)
+def upgrade_with_engine(src: str, src_sha256: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
+    """The v2 archive an engine's legacy load + save makes of ``src`` (needs Docker <= 28, graphdriver store)."""
+    if not image:
+        raise MalformedArchiveError(f"{src}: the engine strategy needs the v1 image ID to load")
+    dst = upgraded_path(src_sha256, tags, f"engine:{image}")
+    with DockerEngine() as engine:
+        saved = engine_upgrade(engine, Path(src), dst, image)
+    images = read_archive(saved.path)
+    if len(images) != 1:
+        raise MalformedArchiveError(f"{saved.path}: the engine saved {len(images)} images, expected 1")
+    config_created = images[0].created.isoformat() if images[0].created else None
+    base = FileResult.of(saved.path, saved.sha256)
+    return UpgradedArchive(**base.model_dump(), image_id=images[0].id, tags=list(tags), created=config_created)
