@@ -139,7 +139,7 @@ class _Decoder:
             if data:
                 self._fed = True
             d = self._d
-            if isinstance(d, zlib._Decompress):
+            if not isinstance(d, bz2.BZ2Decompressor | lzma.LZMADecompressor):
                 out = d.decompress(data, chunk)
                 more = bool(d.unconsumed_tail) or len(out) == chunk
                 data = d.unconsumed_tail
@@ -203,9 +203,7 @@ def _check_ratio(where: str, produced: int, consumed: int, cap: int) -> None:
     if produced > cap:
         raise ArchiveLimitError(f"{where}: decompresses to more than {cap // limits.GIB} GiB")
     if produced > limits.RATIO_FREE_BYTES and produced > limits.MAX_RATIO * max(consumed, 1):
-        raise ArchiveLimitError(
-            f"{where}: decompression ratio above {limits.MAX_RATIO}:1 (a decompression bomb?)"
-        )
+        raise ArchiveLimitError(f"{where}: decompression ratio above {limits.MAX_RATIO}:1 (a decompression bomb?)")
 
 
 # --- header parsing (Go archive/tar semantics) ---------------------------------------------------------------------
@@ -436,7 +434,9 @@ class _TarChecker:
             self.mode = _Mode.DONE if self.mode is _Mode.ZERO1 else _Mode.ZERO1
             return
         if self.mode is _Mode.ZERO1:
-            raise self._fail(None, "invalid tar header: a zero block followed by data (Docker: archive/tar: invalid tar header)")
+            raise self._fail(
+                None, "invalid tar header: a zero block followed by data (Docker: archive/tar: invalid tar header)"
+            )
         try:
             hdr = _parse_header(blk)
         except _BadHeader as exc:
@@ -495,7 +495,9 @@ class _TarChecker:
         if size > limits.MAX_LAYER_BYTES:
             raise self._fail(name, f"declared size {size} exceeds {limits.MAX_LAYER_BYTES} bytes", ArchiveLimitError)
         if name.startswith("/"):
-            raise self._fail(name, "absolute entry name (refused; Docker would strip the leading '/')", UnsafeArchiveError)
+            raise self._fail(
+                name, "absolute entry name (refused; Docker would strip the leading '/')", UnsafeArchiveError
+            )
         cleaned = posixpath.normpath(name)
         if _escapes(cleaned):
             raise self._fail(name, "entry name escapes the layer root with '..'", UnsafeArchiveError)
@@ -762,7 +764,8 @@ class OuterScanner:
             if t in (b"x", b"g", b"L", b"K"):
                 if hdr.size > limits.MAX_SPECIAL_BYTES:
                     raise self._fail(
-                        _decode(hdr.name), f"{hdr.size}-byte extended header exceeds {limits.MAX_SPECIAL_BYTES} bytes",
+                        _decode(hdr.name),
+                        f"{hdr.size}-byte extended header exceeds {limits.MAX_SPECIAL_BYTES} bytes",
                         ArchiveLimitError,
                     )
                 data = src.read(hdr.size)
@@ -804,13 +807,22 @@ class OuterScanner:
         if len(raw_name) > limits.MAX_NAME_BYTES or len(raw_link) > limits.MAX_NAME_BYTES:
             raise self._fail(name, f"name or link target longer than {limits.MAX_NAME_BYTES} bytes", ArchiveLimitError)
         if name.startswith("/"):
-            raise self._fail(name, "absolute entry name (Docker would clamp it into the archive; refused)", UnsafeArchiveError)
+            raise self._fail(
+                name, "absolute entry name (Docker would clamp it into the archive; refused)", UnsafeArchiveError
+            )
         if ".." in name.split("/"):
-            raise self._fail(name, "entry name contains '..' (Docker would clamp it into the archive; refused)", UnsafeArchiveError)
+            raise self._fail(
+                name, "entry name contains '..' (Docker would clamp it into the archive; refused)", UnsafeArchiveError
+            )
         if "\x00" in name or not name:
             raise self._fail(name, "empty entry name")
-        kinds = {b"0": EntryKind.FILE, b"\x00": EntryKind.FILE, b"5": EntryKind.DIR, b"2": EntryKind.SYMLINK,
-                 b"1": EntryKind.HARDLINK}
+        kinds = {
+            b"0": EntryKind.FILE,
+            b"\x00": EntryKind.FILE,
+            b"5": EntryKind.DIR,
+            b"2": EntryKind.SYMLINK,
+            b"1": EntryKind.HARDLINK,
+        }
         kind = kinds.get(t)
         if kind is None:
             what = {b"3": "character device", b"4": "block device", b"6": "FIFO"}.get(t, f"type {t!r}")
@@ -857,7 +869,9 @@ class OuterScanner:
     def read_data(self, cap: int, name: str) -> bytes:
         """The current entry's whole data, refused with ArchiveLimitError beyond ``cap`` bytes."""
         if self._remaining > cap:
-            raise self._fail(name, f"{self._remaining} bytes exceeds the {cap}-byte limit for this file", ArchiveLimitError)
+            raise self._fail(
+                name, f"{self._remaining} bytes exceeds the {cap}-byte limit for this file", ArchiveLimitError
+            )
         return b"".join(self.iter_data())
 
     def resolve(self, name: str) -> OuterEntry | None:

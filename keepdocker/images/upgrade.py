@@ -1,4 +1,4 @@
-"""Upgrade a v1 image archive to a deterministic Docker 1.10-24 archive: read-v1 composed with the docker-archive writer.
+"""Upgrade a v1 image archive to a deterministic Docker 1.10-24 archive: the v1 reader composed with the writer.
 
 One pass over SRC: layers are decompressed, hashed, checked and written into a temporary file beside DST as they
 arrive; configs, manifest.json and repositories follow at the end, then the file is renamed to DST. On any error the
@@ -43,9 +43,7 @@ class UpgradeResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def upgrade_archive(
-    src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = None
-) -> list[ManifestEntry]:
+def upgrade_archive(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = None) -> list[ManifestEntry]:
     """Convert the v1 archive ``src`` into ``dst`` and return the manifest entries written (see ``upgrade``)."""
     return upgrade(src, dst, tags, image).entries
 
@@ -71,7 +69,7 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
         return os.fdopen(fd, "w+b"), Path(name)
 
     try:
-        f, path = new_temp()
+        f, _ = new_temp()
         with f:
             writer = DockerArchiveWriter(f)
             try:

@@ -195,7 +195,9 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
         images[d] = V1Image(v1_id=d, parent_v1=parent, image=image)
         declared = _json_id(raws[d])
         if declared is not None and declared != d:
-            warnings.append(f"{quote_name(d + '/json')} declares id {quote_name(declared)} (accepted; Docker ignores it)")
+            warnings.append(
+                f"{quote_name(d + '/json')} declares id {quote_name(declared)} (accepted; Docker ignores it)"
+            )
     named = {p for p in parents.values() if p}
     leaves = tuple(d for d in dirs if d not in named)
     repositories = _read_repositories(scanner, captured, dir_set)
@@ -267,7 +269,9 @@ def _depths(dirs: list[str], parents: dict[str, str | None]) -> dict[str, int]:
     return depth
 
 
-def _check_hardlinks(dirs: list[str], parents: dict[str, str | None], layers: dict[str, tuple[str, LayerFacts]]) -> None:
+def _check_hardlinks(
+    dirs: list[str], parents: dict[str, str | None], layers: dict[str, tuple[str, LayerFacts]]
+) -> None:
     """Hardlinks not resolved inside their own layer must point at a file of a parent layer, or Docker's apply fails."""
     for d in dirs:
         source, layer = layers[d]
