@@ -28,6 +28,7 @@ _COMPARISON_OPS = ("<", "<=", ">", ">=")
 _ALL_OPS = frozenset(
     ["=", "!=", "<>", "<", "<=", ">", ">=", "like", "ilike", "in", "not in", "is_a", "exists", "contains"]
 )
+_NOT_NULL = frozenset({"uuid", "owner_uuid", "created_at", "modified_at"})
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 _ORDER_RE = re.compile(r"^\s*(?:[a-z_]+\.)?([a-z_]+)(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
@@ -324,7 +325,9 @@ def compile_order(spec: ModelSpec, order: Sequence[str], select: Sequence[str] |
         if select is not None and name not in select and name != "uuid":
             continue
         seen.add(name)
-        terms.append(f"{_sql(col, now)} {direction}")
+        # PostgreSQL puts NULLs last ascending and first descending; SQLite does the opposite unless told.
+        nulls = "" if name in _NOT_NULL else (" NULLS LAST" if direction == "ASC" else " NULLS FIRST")
+        terms.append(f"{_sql(col, now)} {direction}{nulls}")
         if name == "uuid":
             break
     return ", ".join(terms)

@@ -24,6 +24,9 @@ __all__ = ["REQUIRED_ENV", "RunningStandin", "parse_env_lines", "running_standin
 
 REQUIRED_ENV = ("ARVADOS_API_HOST", "ARVADOS_API_TOKEN", "ARVADOS_API_HOST_INSECURE", "KEEPDOCKER_STANDIN_USER_TOKEN")
 _LAST_LINE = "KEEPDOCKER_STANDIN_PID"
+_INSECURE = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_INSECURE.check_hostname = False
+_INSECURE.verify_mode = ssl.CERT_NONE
 
 
 def parse_env_lines(text: str) -> dict[str, str]:
@@ -153,11 +156,8 @@ class RunningStandin:
         req.add_header("Authorization", f"Bearer {token or self.admin_token}")
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(req, context=context, timeout=60) as resp:
+            with urllib.request.urlopen(req, context=_INSECURE, timeout=60) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raw = exc.read()

@@ -1,0 +1,93 @@
+"""arvados.util.keyset_list_all pages exactly over seeded data, and the fault flags inject 503s and latency."""
+
+from __future__ import annotations
+
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import arvados
+import arvados.util
+
+from keepdocker.testing.standin import RunningStandin, running_standin
+
+
+def _api(standin: RunningStandin, token: str | None = None) -> Any:
+    return arvados.api(
+        "v1", host=standin.env["ARVADOS_API_HOST"], token=token or standin.admin_token, insecure=True,
+        num_retries=0, cache=False,
+    )
+
+
+def test_keyset_list_all_pages_exactly(standin: RunningStandin, isolated_home: Path) -> None:
+    """keyset_list_all returns every seeded link and collection once, across several 1000-item pages."""
+    status, seeded = standin.request("POST", "/_standin/seed_images", body={"count": 1500})
+    assert status == 200, seeded
+    api = _api(standin)
+    hash_links = list(
+        arvados.util.keyset_list_all(api.links().list, filters=[["link_class", "=", "docker_image_hash"]])
+    )
+    uuids = [link["uuid"] for link in hash_links]
+    assert len(uuids) == len(set(uuids)) == 1500
+    assert {link["head_uuid"] for link in hash_links} == {s["collection_uuid"] for s in seeded["items"]}
+    colls = list(arvados.util.keyset_list_all(api.collections().list, select=["uuid"], order_key="created_at"))
+    assert len({c["uuid"] for c in colls}) == len(colls) == 1500
+    newest_first = list(arvados.util.keyset_list_all(api.links().list, ascending=False))
+    assert len(newest_first) == 3000
+    stamps = [link["created_at"] for link in newest_first]
+    assert stamps == sorted(stamps, reverse=True)
+    page = api.links().list(filters=[["link_class", "=", "docker_image_repo+tag"]], limit=10).execute()
+    assert page["items_available"] == 1500 and len(page["items"]) == 10
+
+
+def test_seeded_images_are_invisible_to_other_users(standin: RunningStandin, isolated_home: Path) -> None:
+    """Images seeded for the admin are not listed for the regular user (visibility by owner)."""
+    standin.request("POST", "/_standin/seed_images", body={"count": 20})
+    api = _api(standin, standin.user_token)
+    assert api.links().list().execute()["items"] == []
+    assert api.collections().list().execute()["items_available"] == 0
+
+
+_INSECURE = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_INSECURE.check_hostname = False
+_INSECURE.verify_mode = ssl.CERT_NONE
+
+
+def _status(url: str, token: str) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}, method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=_INSECURE) as resp:
+            resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return exc.code
+
+
+def test_failure_rates_are_roughly_honoured(tmp_path: Path) -> None:
+    """--api-failure-rate 0.3 and --keep-failure-rate 0.5 fail about that fraction with 503; discovery never."""
+    args = ["--api-failure-rate", "0.3", "--keep-failure-rate", "0.5", "--seed", "7"]
+    with running_standin(tmp_path / "faulty", args) as standin:
+        api = f"https://{standin.env['ARVADOS_API_HOST']}"
+        token = standin.admin_token
+        api_codes = [_status(f"{api}/arvados/v1/users/current", token) for _ in range(300)]
+        assert set(api_codes) == {200, 503}
+        assert 0.2 < api_codes.count(503) / 300 < 0.4
+        assert {_status(f"{api}/discovery/v1/apis/arvados/v1/rest", token) for _ in range(30)} == {200}
+        keep_codes = [_status(standin.keep_url + "d41d8cd98f00b204e9800998ecf8427e+0", token) for _ in range(300)]
+        assert set(keep_codes) == {200, 503}
+        assert 0.4 < keep_codes.count(503) / 300 < 0.6
+
+
+def test_no_faults_by_default_and_latency_flag(standin: RunningStandin, tmp_path: Path) -> None:
+    """Without flags nothing fails; --latency-ms 100 delays every request by at least 100 ms."""
+    api = f"https://{standin.env['ARVADOS_API_HOST']}/arvados/v1/users/current"
+    assert {_status(api, standin.admin_token) for _ in range(50)} == {200}
+    with running_standin(tmp_path / "slow", ["--latency-ms", "100"]) as slow:
+        url = f"https://{slow.env['ARVADOS_API_HOST']}/arvados/v1/users/current"
+        started = time.monotonic()
+        assert {_status(url, slow.admin_token) for _ in range(5)} == {200}
+        assert time.monotonic() - started >= 0.5
