@@ -229,6 +229,12 @@ class TarCache:
                 return
         raise CacheError(f"cache entry {key!r} in {self.root} vanished repeatedly after being written; check the disk")
 
+    @contextlib.contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Hold the exclusive lock of ``key`` (across threads and processes) for a critical section of the caller."""
+        with self._locked(key, fcntl.LOCK_EX):
+            yield
+
     def check(self, entry: CachedFile) -> None:
         """Re-hash the entry's file and raise CacheCorruptError (and drop the entry) if it no longer matches."""
         actual_size, digest = _hash_file(entry.path)

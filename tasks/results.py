@@ -45,6 +45,7 @@ class PlacedCollection(BaseModel):
     pdh: str
     size: int
     action: str
+    image_timestamp: str | None = None
 
 
 def remove_quietly(*paths: str) -> None:

@@ -20,23 +20,23 @@ from tasks.results import FileResult, UpgradedArchive
 __all__ = ["upgrade", "upgrade_with_engine", "upgraded_path"]
 
 
-def upgraded_path(src_sha256: str, tags: list[str], image: str | None) -> Path:
+def upgraded_path(src_key: str, tags: list[str], image: str | None) -> Path:
     """Where the v2 archive for this input goes: a name fixed by the source digest, tags and image choice."""
     variant = hashlib.sha256(json.dumps([sorted(tags), image]).encode()).hexdigest()[:12]
     directory = default_cache_dir() / "upgraded"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return directory / f"{src_sha256[:32]}-{variant}.tar"
+    return directory / f"{src_key[:32]}-{variant}.tar"
 
 
 @task(
     name="upgrade",
-    task_run_name="upgrade-{src_sha256:.12}",
+    task_run_name="upgrade-{src_key:.12}",
     cache_policy=ValidatedFileCache(),
     result_serializer="json",
 )
-def upgrade(src: str, src_sha256: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
+def upgrade(src: str, src_key: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
     """The v2 archive of ``src`` (one manifest entry for ``image``, tagged ``tags``); refusals are permanent."""
-    dst = upgraded_path(src_sha256, tags, image)
+    dst = upgraded_path(src_key, tags, image)
     entries = upgrade_archive(Path(src), dst, tags=tags, image=image)
     if len(entries) != 1:
         ids = ", ".join(e.id for e in entries)
@@ -49,16 +49,16 @@ def upgrade(src: str, src_sha256: str, tags: list[str], image: str | None = None
 
 @task(
     name="upgrade-engine",
-    task_run_name="upgrade-engine-{src_sha256:.12}",
+    task_run_name="upgrade-engine-{src_key:.12}",
     cache_policy=ValidatedFileCache(),
     result_serializer="json",
     **IO_RETRY,
 )
-def upgrade_with_engine(src: str, src_sha256: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
+def upgrade_with_engine(src: str, src_key: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
     """The v2 archive an engine's legacy load + save makes of ``src`` (needs Docker <= 28, graphdriver store)."""
     if not image:
         raise MalformedArchiveError(f"{src}: the engine strategy needs the v1 image ID to load")
-    dst = upgraded_path(src_sha256, tags, f"engine:{image}")
+    dst = upgraded_path(src_key, tags, f"engine:{image}")
     with DockerEngine() as engine:
         saved = engine_upgrade(engine, Path(src), dst, image)
     images = read_archive(saved.path)

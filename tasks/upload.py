@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from keepdocker.arv.push import find_existing, place_image
+from keepdocker.arv.push import Action, find_existing, place_image
+from keepdocker.cache import TarCache
 from tasks.policy import IO_RETRY
 from tasks.results import PlacedCollection
 from tasks.session import arvados_session
@@ -23,12 +24,12 @@ def upload(
     name: str,
     repo_tag: str | None,
     force: bool = False,
+    created: str | None = None,
     credentials_block: str | None = None,
 ) -> PlacedCollection:
     """The collection holding ``image_id`` for ``owner_uuid``: found, copied (no Keep traffic) or uploaded."""
     logger = get_run_logger()
     session = arvados_session(credentials_block)
-    existing = find_existing(session, image_id, owner_uuid)
     step = [0]
 
     def progress(done: int, total: int) -> None:
@@ -37,14 +38,19 @@ def upload(
             step[0] = pct
             logger.info("uploaded %d of %d MiB (%d%%)", done >> 20, total >> 20, pct)
 
-    ref, action = place_image(
-        session,
-        existing,
-        tar=Path(tar) if tar else None,
-        name=name,
-        repo_tag=repo_tag,
-        force=force,
-        progress=progress,
-    )
+    # One placement per image and owner at a time (threads and processes): a concurrent push of the same image
+    # waits here, then finds the collection the first one made instead of uploading it again.
+    with TarCache.from_env().exclusive(f"place-{owner_uuid}-{image_id}"):
+        existing = find_existing(session, image_id, owner_uuid)
+        ref, action = place_image(
+            session,
+            existing,
+            tar=Path(tar) if tar else None,
+            name=name,
+            repo_tag=repo_tag,
+            force=force,
+            progress=progress,
+        )
+    timestamp = existing.image_timestamp if action is not Action.UPLOADED and existing.image_timestamp else created
     logger.info("%s: %s collection %s (%s)", image_id[:19], action.value, ref.uuid, ref.pdh)
-    return PlacedCollection(uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=action.value)
+    return PlacedCollection(uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=action.value, image_timestamp=timestamp)

@@ -1,0 +1,135 @@
+"""Flow push-image: put one Docker image into Arvados exactly as arv-keepdocker does, from an engine or an archive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from prefect import flow
+from prefect.logging import get_run_logger
+from pydantic import BaseModel
+
+from flows.params import PushRequest
+from keepdocker.arv.catalog import collection_name
+from keepdocker.errors import KeepdockerError, MalformedArchiveError
+from keepdocker.images.docker_archive import read_archive
+from tasks.discover import PushPlan, discover_push, raw_created
+from tasks.history import history_row, record_history
+from tasks.link import link_image
+from tasks.pull import pull_image
+from tasks.results import remove_quietly
+from tasks.save import save
+from tasks.upgrade import upgrade
+from tasks.upload import upload
+
+__all__ = ["PushResult", "push_image"]
+
+
+class PushResult(BaseModel):
+    """Where the image now lives in Arvados and what the push did (uploaded, copied or present)."""
+
+    collection_uuid: str
+    pdh: str
+    image_id: str
+    tags: list[str]
+    action: str
+    links_created: int
+    bytes: int
+    seconds: float
+
+
+def _archive_identity(path: str) -> tuple[str, str | None]:
+    """The config digest and raw `created` of the single image in a saved archive."""
+    images = read_archive(Path(path))
+    if len(images) != 1:
+        raise MalformedArchiveError(f"{path}: holds {len(images)} images; a pushed archive must hold one")
+    return images[0].id, raw_created(images[0].config)
+
+
+def _fingerprint(path: str) -> str:
+    """Identifies a local file by path, size and mtime (keys its upgraded copy without reading it twice)."""
+    st = os.stat(path)
+    return hashlib.sha256(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+
+
+def _history_name(request: PushRequest, plan: PushPlan | None, image_id: str) -> str:
+    if plan is not None and plan.repo_tag:
+        return plan.repo_tag
+    return image_id or request.image
+
+
+@flow(name="push-image")
+def push_image(request: PushRequest) -> PushResult:
+    """Push ``request.image`` into Arvados; returns the collection, PDH, image ID and the action taken."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    plan: PushPlan | None = None
+    image_id = ""
+    try:
+        if request.pull:
+            pull_image(request.image, request.tag)
+        plan = discover_push(request)
+        image_id, created = plan.image_id or "", plan.created
+        tar: str | None = None
+        work_files: list[str] = []
+        if plan.source == "archive" and request.from_archive:
+            if plan.archive_format == "v1":
+                tags = [plan.repo_tag] if plan.repo_tag else []
+                v2 = upgrade(request.from_archive, _fingerprint(request.from_archive), tags)
+                tar = v2.path
+                work_files.append(v2.path)
+                image_id, created = _archive_identity(v2.path)
+            else:
+                tar = request.from_archive
+        elif plan.source == "engine" and (request.force or not plan.in_arvados):
+            saved = save(plan.engine_id or "")
+            tar = saved.path
+            work_files.append(saved.path)
+            archive_id, created = _archive_identity(saved.path)
+            if image_id and archive_id != image_id:
+                logger.warning(
+                    "engine ID %s differs from the archive's config digest %s; using the latter", image_id, archive_id
+                )
+            image_id = archive_id
+        name = request.name or collection_name(image_id, plan.repo_tag)
+        placed = upload(
+            tar, image_id, plan.owner_uuid, name, plan.repo_tag, request.force, created, request.credentials_block
+        )
+        tags = [plan.repo_tag] if plan.repo_tag else []
+        links = link_image(
+            placed.uuid, image_id, tags, plan.owner_uuid, placed.image_timestamp, request.credentials_block
+        )
+        remove_quietly(*work_files)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
+        record_history(
+            _history_name(request, plan, image_id),
+            history_row("push", f"failed: {message}", image_id=image_id, seconds=time.monotonic() - started),
+        )
+        raise
+    result = PushResult(
+        collection_uuid=placed.uuid,
+        pdh=placed.pdh,
+        image_id=image_id,
+        tags=tags,
+        action=placed.action,
+        links_created=links,
+        bytes=placed.size,
+        seconds=round(time.monotonic() - started, 2),
+    )
+    record_history(
+        _history_name(request, plan, image_id),
+        history_row(
+            "push",
+            placed.action,
+            image_id=image_id,
+            collection=placed.uuid,
+            pdh=placed.pdh,
+            size=placed.size,
+            seconds=result.seconds,
+        ),
+    )
+    logger.info("%s %s: collection %s (%s)", placed.action, image_id[:19], placed.uuid, placed.pdh)
+    return result

@@ -1,0 +1,52 @@
+"""`keepdocker push IMAGE [TAG]`: run the push-image flow and print the collection UUID, like arv-keepdocker."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from keepdocker.commands._flowrun import prepare_prefect, run_flow, usage_error
+
+
+def add_parser(sub: Any) -> None:
+    """Register the command."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "push", help="put a Docker image into Arvados", description="Put a Docker image into Arvados Keep."
+    )
+    p.add_argument("image", help="repo, repo:tag, registry:port/repo:tag or image ID (prefix)")
+    p.add_argument("tag", nargs="?", help="tag, when not part of IMAGE (default latest)")
+    p.add_argument("--project-uuid", help="project that owns the collection and links (default: your home)")
+    p.add_argument("--name", help="collection name (default: arv-keepdocker's)")
+    p.add_argument("--force", action="store_true", help="upload even if Arvados already holds the image")
+    p.add_argument("--pull", action="store_true", help="pull the image first (always refreshes it)")
+    p.add_argument("--force-image-format", action="store_true", help="store even if the cluster lacks v2")
+    p.add_argument("--from-archive", metavar="FILE", help="push this saved archive; no Docker engine is used")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, run the flow, print the collection UUID."""
+    prepare_prefect()
+    from pydantic import ValidationError
+
+    from flows.params import PushRequest
+    from flows.push import push_image
+
+    try:
+        request = PushRequest(
+            image=args.image,
+            tag=args.tag,
+            project_uuid=args.project_uuid,
+            name=args.name,
+            force=args.force,
+            pull=args.pull,
+            force_image_format=args.force_image_format,
+            from_archive=args.from_archive,
+        )
+    except ValidationError as exc:
+        raise usage_error(exc) from exc
+    ok, result = run_flow(push_image, request)
+    if not ok:
+        raise result
+    print(result.collection_uuid)
+    return 0
