@@ -572,10 +572,12 @@ def _show(raw: bytes) -> str:
     return repr(text) if len(raw) <= 80 else repr(text) + "..."
 
 
-def _is_empty(value: Any) -> bool:
-    """Go's ``isEmptyValue`` for the kinds used here (structs and times are never empty)."""
+def _is_empty(value: Any, t: GoType) -> bool:
+    """Go's ``isEmptyValue`` for the kinds used here (structs and times are never empty, pointers only when nil)."""
     if value is None:
         return True
+    if isinstance(t, (PtrTo, Struct)) or t is T_TIME:
+        return False
     if isinstance(value, GoSlice):
         return value.length == 0
     if isinstance(value, (str, list, dict)):
@@ -624,7 +626,7 @@ def encode(value: Any, t: GoType) -> bytes:
         parts = [
             encode_string(f.name) + b":" + encode(value[f.name], f.type)
             for f in t.fields
-            if not (f.omitempty and _is_empty(value[f.name]))
+            if not (f.omitempty and _is_empty(value[f.name], f.type))
         ]
         return b"{" + b",".join(parts) + b"}"
     raise AssertionError(f"unknown Go type {t.go}")
@@ -632,4 +634,8 @@ def encode(value: Any, t: GoType) -> bytes:
 
 def encode_fields(value: dict[str, Any], t: Struct) -> dict[str, bytes]:
     """The fields ``json.Marshal`` would write for a struct, as a name -> encoded value map (omitempty applied)."""
-    return {f.name: encode(value[f.name], f.type) for f in t.fields if not (f.omitempty and _is_empty(value[f.name]))}
+    return {
+        f.name: encode(value[f.name], f.type)
+        for f in t.fields
+        if not (f.omitempty and _is_empty(value[f.name], f.type))
+    }

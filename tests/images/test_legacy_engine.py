@@ -430,7 +430,7 @@ CASES += [
                 (b'"\ufffd"', b"3"),
                 (b'"\xc0"', b"4"),
                 (b'"\xff"', b"5"),
-                (b'"a\/b"', b"6"),
+                (rb'"a\/b"', b"6"),
                 ("", 7),
                 ("rootfs", "ignored"),
                 ("history", "ignored"),
@@ -455,7 +455,24 @@ CASES += [
     ),
 ]
 
+CASES += [
+    Case(
+        "fallback-zero-pointers",
+        [
+            old(
+                "1.6.2",
+                (
+                    "container_config",
+                    {"StopTimeout": 0, "Healthcheck": {"Retries": 0}, "cmd": "x", "ENV": ["A=1", None]},
+                ),
+                ("config", {"Healthcheck": {"Test": [], "Interval": 0}, "StopTimeout": -1}),
+            )
+        ],
+    ),
+]
+
 REJECTS: dict[str, bytes] = {
+    "rootfs-variant-null": obj(("docker_version", "1.9.1"), ("rootf\u017f", None)),
     "os-long-s-windows": obj(("o\u017f", "windows")),
     "docker-version-upper-number": obj((b'"DOCKER_VERSION"', b"1.9")),
     "bytes-after-value": b'{"a":1}\xff',
