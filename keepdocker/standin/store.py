@@ -731,32 +731,42 @@ class Store:
     ) -> list[SeededImage]:
         """Insert ``count`` docker images (collection + hash link + repo+tag link each) in one transaction.
 
-        For tests and benchmarks: no permission checks. Each collection holds one small ``sha256:<hash>.tar`` file;
-        its block is written to ``blocks`` when given, so the collections can also be read back.
+        For tests and benchmarks: no permission checks. Each collection holds one small ``sha256:<hash>.tar`` file
+        (a segment of a block shared by the batch); the block is written to ``blocks`` when given, so the
+        collections can also be read back.
         """
         owner = owner_uuid or self.token_user("admin")
         seeded: list[SeededImage] = []
         collections: list[tuple[Any, ...]] = []
         links: list[tuple[Any, ...]] = []
-        for i in range(start, start + count):
-            content = f"seeded docker image {i}\n".encode()
-            md5 = blocks.put_bytes(content) if blocks is not None else hashlib.md5(content).hexdigest()
-            image_hash = "sha256:" + hashlib.sha256(f"seed-image-{i}".encode()).hexdigest()
-            tag = f"v{i}"
-            repo_tag = f"{repo}:{tag}"
-            manifest = f". {md5}+{len(content)} 0:{len(content)}:{image_hash.replace(':', chr(92) + '072')}.tar\n"
-            pdh = portable_data_hash(manifest)
-            coll_uuid = new_uuid(self.cluster_id, "4zz18")
-            now = self.clock.now()
-            name = f"Docker image {repo.replace('/', ' ')}:{tag} {image_hash[:12]}"
-            collections.append((coll_uuid, owner, now, now, owner, name, _canon({"docker-image-repo-tag": repo_tag}),
-                                pdh, manifest, len(content)))
-            props = _canon({"image_timestamp": "2024-01-01T00:00:00.000000000Z"})
-            for link_class, link_name in (("docker_image_hash", image_hash), ("docker_image_repo+tag", repo_tag)):
-                t = self.clock.now()
-                links.append((new_uuid(self.cluster_id, "o0j2j"), owner, t, t, owner, link_class, link_name,
-                              coll_uuid, props))
-            seeded.append(SeededImage(coll_uuid, image_hash, repo_tag, pdh))
+        # All images of a batch share one block; each collection's file is its own segment of it.
+        contents = [f"seeded docker image {i}\n".encode() for i in range(start, start + count)]
+        batch = 100_000
+        for first in range(0, count, batch):
+            chunk = contents[first : first + batch]
+            block = b"".join(chunk)
+            md5 = blocks.put_bytes(block) if blocks is not None else hashlib.md5(block).hexdigest()
+            offset = 0
+            for n, content in enumerate(chunk):
+                i = start + first + n
+                image_hash = "sha256:" + hashlib.sha256(f"seed-image-{i}".encode()).hexdigest()
+                tag = f"v{i}"
+                repo_tag = f"{repo}:{tag}"
+                file_name = image_hash.replace(":", "\\072") + ".tar"
+                manifest = f". {md5}+{len(block)} {offset}:{len(content)}:{file_name}\n"
+                offset += len(content)
+                pdh = portable_data_hash(manifest)
+                coll_uuid = new_uuid(self.cluster_id, "4zz18")
+                now = self.clock.now()
+                name = f"Docker image {repo.replace('/', ' ')}:{tag} {image_hash[:12]}"
+                collections.append((coll_uuid, owner, now, now, owner, name,
+                                    _canon({"docker-image-repo-tag": repo_tag}), pdh, manifest, len(content)))
+                props = _canon({"image_timestamp": "2024-01-01T00:00:00.000000000Z"})
+                for link_class, link_name in (("docker_image_hash", image_hash), ("docker_image_repo+tag", repo_tag)):
+                    t = self.clock.now()
+                    links.append((new_uuid(self.cluster_id, "o0j2j"), owner, t, t, owner, link_class, link_name,
+                                  coll_uuid, props))
+                seeded.append(SeededImage(coll_uuid, image_hash, repo_tag, pdh))
         with self._lock, self._transaction():
             self._db.executemany(
                 "INSERT INTO collections (uuid, owner_uuid, created_at, modified_at, modified_by_user_uuid, name,"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import arvados
+import arvados.collection
 import arvados.util
 
 from keepdocker.testing.standin import RunningStandin, running_standin
@@ -41,6 +42,11 @@ def test_keyset_list_all_pages_exactly(standin: RunningStandin, isolated_home: P
     assert stamps == sorted(stamps, reverse=True)
     page = api.links().list(filters=[["link_class", "=", "docker_image_repo+tag"]], limit=10).execute()
     assert page["items_available"] == 1500 and len(page["items"]) == 10
+    last = seeded["items"][-1]
+    reader = arvados.collection.CollectionReader(last["collection_uuid"], api_client=api)
+    assert reader.portable_data_hash() == last["portable_data_hash"]
+    with reader.open(last["image_hash"] + ".tar", "rb") as tar:
+        assert tar.read() == b"seeded docker image 1499\n"
 
 
 def test_seeded_images_are_invisible_to_other_users(standin: RunningStandin, isolated_home: Path) -> None:
