@@ -37,7 +37,8 @@ def _visible(store: Store, caller: Caller, uuid: str) -> bool:
 
 def test_pdh_strips_hints_without_normalizing() -> None:
     """The PDH is md5 of the text with locators cut to md5+size, keeping odd escapes and order as given."""
-    text = f"./b {BLOCK}+K@zzzzz+Afffffffffffffffffffffffffffffffffffffffff@12345678 0:3:sha256:x.tar\n. {BLOCK} 0:3:a\n"
+    signature = "+A" + "f" * 40 + "@12345678"
+    text = f"./b {BLOCK}+K@zzzzz{signature} 0:3:sha256:x.tar\n. {BLOCK} 0:3:a\n"
     portable = f"./b {BLOCK} 0:3:sha256:x.tar\n. {BLOCK} 0:3:a\n".encode()
     assert portable_data_hash(text) == f"{hashlib.md5(portable).hexdigest()}+{len(portable)}"
     assert portable_data_hash("") == "d41d8cd98f00b204e9800998ecf8427e+0"
@@ -45,7 +46,8 @@ def test_pdh_strips_hints_without_normalizing() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["no newline", f". {BLOCK} 0:3:a", f"bad {BLOCK} 0:3:a\n", ". 0:3:a\n", f". {BLOCK}\n", f". {BLOCK} 0:9:a\n"]
+    "text",
+    ["no newline", f". {BLOCK} 0:3:a", f"bad {BLOCK} 0:3:a\n", ". 0:3:a\n", f". {BLOCK}\n", f". {BLOCK} 0:9:a\n"],
 )
 def test_malformed_manifests_are_refused(store: Store, text: str) -> None:
     """Broken manifest grammar is a 422 naming the problem, never a stored record."""
