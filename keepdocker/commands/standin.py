@@ -38,17 +38,23 @@ def add_parser(subparsers: Any) -> None:
         "it prints `export NAME=VALUE` lines (ARVADOS_API_HOST, ARVADOS_API_TOKEN, ARVADOS_API_HOST_INSECURE, "
         "KEEPDOCKER_STANDIN_USER_TOKEN, ...) and runs until SIGTERM or SIGINT.",
     )
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="records and blocks (default: $XDG_DATA_HOME/keepdocker/standin)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="records and blocks (default: $XDG_DATA_HOME/keepdocker/standin)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_non_negative, default=0, help="API port (default 0: any free port)")
     parser.add_argument("--keep-port", type=_non_negative, default=0, help="Keep port (default 0: any free port)")
     parser.add_argument("--env-file", type=Path, default=None, help="also write the export lines to this file")
     parser.add_argument("--cluster-id", default="zzzzz", help="UUID prefix, used when the data dir is created")
-    parser.add_argument("--api-failure-rate", type=_rate, default=0.0,
-                        help="answer this fraction of API requests with 503 (discovery is never failed)")
-    parser.add_argument("--keep-failure-rate", type=_rate, default=0.0,
-                        help="answer this fraction of Keep requests with 503")
+    parser.add_argument(
+        "--api-failure-rate",
+        type=_rate,
+        default=0.0,
+        help="answer this fraction of API requests with 503 (discovery is never failed)",
+    )
+    parser.add_argument(
+        "--keep-failure-rate", type=_rate, default=0.0, help="answer this fraction of Keep requests with 503"
+    )
     parser.add_argument("--latency-ms", type=_non_negative, default=0, help="add this latency to every request")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault-injection random generator")
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
