@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import re
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -14,7 +16,15 @@ __all__ = ["MAX_BLOCK_SIZE", "BlockHashMismatch", "BlockStore", "BlockTruncated"
 
 MAX_BLOCK_SIZE = 64 * 1024 * 1024
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-_CHUNK = 1024 * 1024
+_CHUNK = 4 * 1024 * 1024
+_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="block-writer")
+
+
+def _write_all(out: io.RawIOBase, data: memoryview) -> None:
+    """Write every byte of ``data`` (raw files may write short)."""
+    while data:
+        written = out.write(data)
+        data = data[written or 0 :]
 
 
 class BlockHashMismatch(ValueError):
@@ -62,24 +72,38 @@ class BlockStore:
         file is left behind on any error. A block that already exists is hashed but not rewritten.
         """
         digest = hashlib.md5()
-        buf = bytearray(min(_CHUNK, max(length, 1)))
-        view = memoryview(buf)
+        # Two buffers: while one chunk is written (in a pool thread) the next is received and hashed here;
+        # hashlib and file writes release the GIL, so hashing and writing overlap on two cores.
+        size = min(_CHUNK, max(length, 1))
+        views = [memoryview(bytearray(size)), memoryview(bytearray(size))]
         target = self.path(md5)
         exists = target.exists()
         fd, tmp_name = (None, None) if exists else tempfile.mkstemp(dir=self._tmp, prefix=md5 + ".")
         try:
             out = os.fdopen(fd, "wb", buffering=0) if fd is not None else None
+            pending: Future[int | None] | None = None
             try:
-                remaining = length
+                remaining, turn = length, 0
                 while remaining:
-                    n = source.readinto(view[: min(remaining, len(buf))])  # type: ignore[union-attr]
+                    view = views[turn]
+                    turn ^= 1
+                    n = source.readinto(view[: min(remaining, size)])  # type: ignore[union-attr]
                     if not n:
                         raise BlockTruncated(f"request body ended after {length - remaining} of {length} bytes")
-                    digest.update(view[:n])
+                    if pending is not None:
+                        pending.result()
+                        pending = None
                     if out is not None:
-                        out.write(view[:n])
+                        pending = _WRITERS.submit(_write_all, out, view[:n])
+                    digest.update(view[:n])
                     remaining -= n
+                if pending is not None:
+                    pending.result()
+                    pending = None
             finally:
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        pending.result()
                 if out is not None:
                     out.close()
             if digest.hexdigest() != md5:

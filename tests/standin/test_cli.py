@@ -1,0 +1,65 @@
+"""`keepdocker standin` prints its environment (stdout and --env-file), defaults its data dir, stops on signals."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from keepdocker.testing.standin import REQUIRED_ENV, parse_env_lines, running_standin
+
+
+def test_env_file_matches_stdout(tmp_path: Path) -> None:
+    """--env-file receives exactly the export lines printed on stdout, including the four required variables."""
+    env_file = tmp_path / "env" / "standin.env"
+    with running_standin(tmp_path / "data", ["--env-file", str(env_file)]) as standin:
+        from_file = parse_env_lines(env_file.read_text())
+        assert from_file == standin.env
+        assert all(from_file[name] for name in REQUIRED_ENV)
+        assert from_file["ARVADOS_API_HOST_INSECURE"] == "1"
+        assert from_file["ARVADOS_API_TOKEN"] != from_file["KEEPDOCKER_STANDIN_USER_TOKEN"]
+        assert from_file["ARVADOS_API_TOKEN"].startswith("v2/zzzzz-gj3su-")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_default_data_dir_and_clean_exit_on_signal(tmp_path: Path, signum: int) -> None:
+    """Without --data-dir the data goes under $XDG_DATA_HOME/keepdocker/standin; SIGTERM and SIGINT exit 0."""
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from keepdocker.cli import main; main()", "standin"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"KEEPDOCKER_STANDIN_PID=" not in out and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                out += os.read(proc.stdout.fileno(), 65536)
+        published = parse_env_lines(out.decode())
+        assert published["KEEPDOCKER_STANDIN_DATA_DIR"] == str(tmp_path / "xdg" / "keepdocker" / "standin")
+        assert (tmp_path / "xdg" / "keepdocker" / "standin" / "standin.sqlite3").exists()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
+    """A failure rate outside [0, 1] or a malformed cluster id is refused before anything starts."""
+    base = [sys.executable, "-c", "from keepdocker.cli import main; main()", "standin", "--data-dir", str(tmp_path)]
+    rate = subprocess.run([*base, "--api-failure-rate", "1.5"], capture_output=True, text=True, timeout=60)
+    assert rate.returncode == 2 and "between 0 and 1" in rate.stderr
+    cluster = subprocess.run([*base, "--cluster-id", "ZZ"], capture_output=True, text=True, timeout=60)
+    assert cluster.returncode == 2 and "--cluster-id" in cluster.stderr
