@@ -20,7 +20,9 @@ import hashlib
 import json
 import os
 import posixpath
+import queue
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -254,18 +256,26 @@ class DockerArchiveWriter:
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self._start: int | None = None
+        self._pump: _Pump | None = None
         self.spans: dict[str, tuple[int, int]] = {}  # layer member path -> [start, end) in the file
 
     def start_layer(self) -> Callable[[bytes], object]:
-        """Reserve a header for the next layer and return the function that writes its data."""
+        """Reserve a header for the next layer and return the function that writes its data.
+
+        The data is written by a background thread through a small bounded queue, so the caller's hashing and
+        the file writes overlap (both release the GIL); at most ``_PUMP_DEPTH`` pieces are in flight.
+        """
         self._start = self.f.tell()
         self.f.write(bytes(BLOCK))
-        return self.f.write
+        self._pump = _Pump(self.f)
+        return self._pump.write
 
     def finish_layer(self, diff_id: str) -> str:
         """Patch the layer's header (name from its diff ID, size) and pad it; drop it if already written."""
         start, self._start = self._start, None
-        assert start is not None
+        assert start is not None and self._pump is not None
+        pump, self._pump = self._pump, None
+        pump.close()
         path = f"{diff_id.removeprefix('sha256:')}/layer.tar"
         if path in self.spans:
             self.f.seek(start)
@@ -280,6 +290,12 @@ class DockerArchiveWriter:
         self.f.seek(stop)
         self.spans[path] = (start, stop)
         return path
+
+    def abort(self) -> None:
+        """Stop a layer in progress (after an error): the background writer is drained and joined."""
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.close(raise_error=False)
 
     def drop_layers(self, unwanted: set[str], target: BinaryIO) -> None:
         """Copy what was written so far into ``target`` without the ``unwanted`` layers, and continue there."""
@@ -308,6 +324,41 @@ class DockerArchiveWriter:
         """Write the end-of-archive marker (two zero blocks) and flush."""
         self.f.write(bytes(2 * BLOCK))
         self.f.flush()
+
+
+_PUMP_DEPTH = 8
+
+
+class _Pump:
+    """A background thread writing queued pieces to a file; errors surface on the next write or at close."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_PUMP_DEPTH)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (piece := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.f.write(piece)
+                except BaseException as exc:
+                    self.error = exc
+
+    def write(self, piece: bytes) -> None:
+        """Queue one piece (blocks while the queue is full)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put(piece)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait until every queued piece is written."""
+        self.queue.put(None)
+        self.thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
 
 
 def _copy(src: BinaryIO, dst: BinaryIO, n: int) -> None:

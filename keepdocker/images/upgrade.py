@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from keepdocker.errors import UsageError
+from keepdocker.errors import ConfigurationError, UsageError
 from keepdocker.images.docker_archive import (
     DockerArchiveWriter,
     copy_file,
@@ -62,6 +62,7 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
     if dst.is_dir():
         raise UsageError(f"DST {dst}: is a directory; give a file name")
     temps: list[Path] = []
+    writer: DockerArchiveWriter | None = None
 
     def new_temp() -> tuple[BinaryIO, Path]:
         fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
@@ -75,6 +76,7 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
             try:
                 archive = read_v1_archive(src, writer)
             except NotV1ArchiveError:
+                writer.abort()
                 if wanted or image is not None:
                     raise UsageError(
                         f"SRC {src} is already a current archive; --tag and --image apply to v1 archives only"
@@ -94,7 +96,13 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
         os.replace(temps[-1], dst)
         temps.pop()
         return result
+    except OSError as exc:
+        raise ConfigurationError(
+            f"I/O error upgrading {src} to {dst}: {exc.strerror or exc}; check the disk space and permissions"
+        ) from None
     finally:
+        if writer is not None:
+            writer.abort()
         for t in temps:
             with contextlib.suppress(FileNotFoundError):
                 t.unlink()
