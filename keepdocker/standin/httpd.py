@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import ssl
 import sys
+import traceback
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +24,8 @@ from keepdocker.standin.store import Store
 __all__ = ["ApiServer", "KeepServer", "ServerContext"]
 
 DISCOVERY_PATH = "/discovery/v1/apis/arvados/v1/rest"
+# Unexpected exceptions are answered with a permanent 4xx: a 5xx would make the SDK retry for minutes.
+_INTERNAL_ERROR_STATUS = 422
 _IDLE_TIMEOUT = 300
 
 
@@ -138,7 +142,13 @@ class _ApiHandler(_Handler):
             self.refuse(503, "injected fault: --api-failure-rate")
             return
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        status, payload = ctx.app.handle(method, url.path, query, _token(self.headers.get("Authorization")), body)
+        try:
+            status, payload = ctx.app.handle(method, url.path, query, _token(self.headers.get("Authorization")), body)
+        except Exception as exc:  # a stand-in bug: answer 4xx so the SDK fails fast instead of retrying for minutes
+            traceback.print_exc(file=sys.stderr)
+            status, payload = _INTERNAL_ERROR_STATUS, error_body(
+                f"stand-in internal error ({type(exc).__name__}: {exc}); this is a bug in the stand-in, see its stderr"
+            )
         self.send_json(status, payload)
 
 
@@ -199,6 +209,11 @@ class _KeepHandler(_Handler):
         except BlockTruncated as exc:
             self.refuse(400, str(exc), close=True)
             return
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self.refuse(507, f"the stand-in's block directory is full: {exc}", close=True)
+                return
+            raise
         ctx.stats.add("keep PUT bytes", length)
         try:
             desired = max(1, int(self.headers.get("X-Keep-Desired-Replicas", "1")))

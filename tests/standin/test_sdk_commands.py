@@ -90,3 +90,23 @@ def test_data_survives_restart(
     got = run_sdk("arv-get", f"{uuid}/small.bin", str(out), env=sdk_env)
     assert got.returncode == 0, got.stderr
     assert _sha256(out) == want
+
+
+def test_put_into_project_as_regular_user(
+    standin: RunningStandin, sdk_env: dict[str, str], run_sdk: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A non-admin's arv-put --project-uuid stores into their project, with no storage-class warning."""
+    status, project = standin.request(
+        "POST", "/arvados/v1/groups", token=standin.user_token, body={"name": "uploads", "group_class": "project"}
+    )
+    assert status == 200, project
+    src = tmp_path / "f.txt"
+    src.write_text("hello\n")
+    env = {**sdk_env, "ARVADOS_API_TOKEN": standin.user_token}
+    result = run_sdk("arv-put", "--no-progress", "--no-resume", "--project-uuid", project["uuid"], str(src), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr
+    status, coll = standin.request("GET", f"/arvados/v1/collections/{result.stdout.strip()}", token=standin.user_token)
+    assert status == 200 and coll["owner_uuid"] == project["uuid"]
+    status, _ = standin.request("GET", f"/arvados/v1/collections/{coll['uuid']}", token=standin.admin_token)
+    assert status == 200
