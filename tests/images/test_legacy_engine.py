@@ -573,35 +573,38 @@ def docker_load(docker_host: str, archive: bytes) -> str:
     return proc.stderr.decode("utf-8", "replace").strip() or f"exit status {proc.returncode}"
 
 
-def saved_configs(docker_host: str, names: list[str]) -> dict[str, bytes]:
-    """``docker save`` of ``names`` in one call: the ``<hex>.json`` config files by image ID."""
-    out = subprocess.run(["docker", "--host", docker_host, "save", *names], check=True, capture_output=True).stdout
-    configs = {}
-    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
-        for member in tar.getmembers():
-            if member.isfile() and "/" not in member.name and member.name.endswith(".json") and len(member.name) == 69:
-                f = tar.extractfile(member)
-                assert f is not None
-                configs["sha256:" + member.name[:64]] = f.read()
-    return configs
-
-
 @dataclass
 class Loaded:
-    """What the engine made of the batch archive: image ID per tag and config bytes per image ID."""
+    """What the engine holds: image ID per tag and config bytes per image ID (both from one ``docker save``)."""
 
     ids: dict[str, str]
     configs: dict[str, bytes]
 
 
+def saved(docker_host: str, names: list[str]) -> Loaded:
+    """``docker save`` of ``names`` in one call, read back through its manifest.json and ``<hex>.json`` files."""
+    out = subprocess.run(["docker", "--host", docker_host, "save", *names], check=True, capture_output=True).stdout
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        for member in tar.getmembers():
+            f = tar.extractfile(member) if member.isfile() and "/" not in member.name else None
+            if f is not None:
+                files[member.name] = f.read()
+    ids, configs = {}, {}
+    for entry in json.loads(files["manifest.json"]):
+        config_id = "sha256:" + entry["Config"].removesuffix(".json")
+        configs[config_id] = files[entry["Config"]]
+        for tag in entry["RepoTags"] or []:
+            ids[tag] = config_id
+    return Loaded(ids=ids, configs=configs)
+
+
 @pytest.fixture(scope="module")
-def loaded(client: docker.DockerClient, docker_host: str) -> Loaded:
+def loaded(docker_host: str) -> Loaded:
     """All accepted cases legacy-loaded by the engine in one archive."""
     error = docker_load(docker_host, v1_archive(CASES))
     assert not error, error
-    tags = [f"{REPO}:{case.tag(i)}" for case in CASES for i in range(len(case.jsons))]
-    ids = {tag: client.images.get(tag).id for tag in tags}
-    return Loaded(ids=ids, configs=saved_configs(docker_host, tags))
+    return saved(docker_host, [f"{REPO}:{case.tag(i)}" for case in CASES for i in range(len(case.jsons))])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -661,3 +664,173 @@ def test_real_2015_archive_ids_match_engine(client: docker.DockerClient, docker_
         engine.append(parent_id)
     assert ours == list(reversed(engine))
     assert ours[-1].startswith("sha256:a9e31d6f186f")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Seeded random corpus: type-correct but messy jsons (case variants, escapes, duplicates, odd spacing).
+
+_ALPHABET = ["a", "Z", " ", "<", ">", "&", "é", "😀", "\u2028", "\u2029", "\x7f", "\n", "\t", "\b", '"', "\\", "/"]
+_CONFIG_FIELDS = {
+    "Hostname": "s",
+    "User": "s",
+    "Tty": "b",
+    "Env": "ls",
+    "Cmd": "ss",
+    "Entrypoint": "ss",
+    "Labels": "ms",
+    "Volumes": "me",
+    "ExposedPorts": "me",
+    "WorkingDir": "s",
+    "OnBuild": "ls",
+    "StopTimeout": "i",
+    "ArgsEscaped": "b",
+    "Shell": "ss",
+    "Image": "s",
+}
+
+
+class Messy:
+    """Writes JSON bytes the way odd historical tools might: random spacing, escapes, case and duplicates."""
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+
+    def ws(self) -> bytes:
+        """Optional insignificant whitespace."""
+        return self.rng.choice([b"", b"", b" ", b"\n  ", b"\t"])
+
+    def string(self, text: str | None = None) -> bytes:
+        """A JSON string, each character raw or escaped; random ones may end in invalid UTF-8 or a lone surrogate."""
+        rng = self.rng
+        dirty = text is None
+        if text is None:
+            text = "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 6)))
+        out = b'"'
+        for ch in text:
+            roll = rng.random()
+            if ch in '"\\' or ord(ch) < 0x20:
+                out += json.dumps(ch).encode()[1:-1] if roll < 0.5 else b"\\u%04x" % ord(ch)
+            elif roll < 0.2 and ord(ch) < 0x10000:
+                out += b"\\u%04x" % ord(ch)
+            elif roll < 0.25:
+                out += json.dumps(ch).encode()[1:-1]
+            else:
+                out += ch.encode()
+        if dirty and rng.random() < 0.1:
+            out += rng.choice([b"\xff", b"\xe2\x80", b"\\ud83d", b"\\ude00x", b"\xed\xa0\x80"])
+        return out + b'"'
+
+    def key(self, name: str) -> bytes:
+        """A key spelling of ``name``: case-varied or escaped some of the time."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.15:
+            name = name.upper()
+        elif roll < 0.25:
+            name = name[:1].upper() + name[1:]
+        return self.string(name)
+
+    def value(self, kind: str) -> bytes:
+        """A type-correct value of the given kind (s, b, i, ls, ss, ms, me) or null."""
+        rng = self.rng
+        if rng.random() < 0.1:
+            return b"null"
+        if kind == "s":
+            return self.string()
+        if kind == "b":
+            return rng.choice([b"true", b"false"])
+        if kind == "i":
+            return str(rng.randint(-5, 100)).encode()
+        if kind == "ss" and rng.random() < 0.3:
+            return self.string()
+        if kind in ("ls", "ss"):
+            items = [self.string() if rng.random() < 0.9 else b"null" for _ in range(rng.randint(0, 3))]
+            return b"[" + b",".join(self.ws() + i for i in items) + b"]"
+        if kind in ("ms", "me"):
+            pairs = [
+                self.string() + b":" + (self.string() if kind == "ms" else rng.choice([b"{}", b"null", b'{"x":1}']))
+                for _ in range(rng.randint(0, 3))
+            ]
+            return b"{" + b",".join(pairs) + b"}"
+        raise AssertionError(kind)
+
+    def junk(self, depth: int = 0) -> bytes:
+        """Any JSON value, with odd number spellings."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.3 or depth > 2:
+            return rng.choice([b"1.0", b"1E+2", b"-0", b"2e-07", b"12345678901234567890123", b"true", b"null"])
+        if roll < 0.5:
+            return self.string()
+        if roll < 0.75:
+            return b"[" + b",".join(self.ws() + self.junk(depth + 1) for _ in range(rng.randint(0, 3))) + b"]"
+        pairs = [self.string() + self.ws() + b":" + self.junk(depth + 1) for _ in range(rng.randint(0, 3))]
+        return b"{" + b",".join(pairs) + b"}"
+
+    def config(self) -> bytes:
+        """A container config object with a random subset of fields."""
+        rng = self.rng
+        names = rng.sample(sorted(_CONFIG_FIELDS), rng.randint(0, 6))
+        pairs = [self.key(n) + b":" + self.ws() + self.value(_CONFIG_FIELDS[n]) for n in names]
+        if rng.random() < 0.3:
+            pairs.append(self.string("Memory") + b":" + self.junk())
+        return b"{" + b",".join(pairs) + b"}"
+
+    def layer_json(self, has_parent: bool) -> bytes:
+        """One layer json; @PARENT@ marks the parent when there is one."""
+        rng = self.rng
+        pairs: list[bytes] = [self.string("id") + b':"@ID@"']
+        if has_parent:
+            pairs.append(self.key("parent") + b':"@PARENT@"')
+        version = rng.choice(["1.9.1", "1.10.3", "1.8.3", "1.6.2", "1.8.2", "0.4.0", None])
+        if version is not None:
+            pairs.append(self.key("docker_version") + b":" + self.string(version))
+        created = rng.choice(
+            ["2015-03-04T21:38:56.769279623Z", "2014-10-01T20:46:13,5+02:00", "2013-06-13T1:03:50.100-07:00", None]
+        )
+        if created is not None:
+            pairs.append(self.key("created") + b":" + json.dumps(created).encode())
+        for name in rng.sample(["author", "comment", "container", "architecture", "os", "variant"], rng.randint(0, 4)):
+            text = "linux" if name == "os" else None
+            pairs.append(self.key(name) + b":" + self.string(text))
+        for name in rng.sample(["container_config", "config", "container_config"], rng.randint(0, 3)):
+            pairs.append(self.key(name) + b":" + self.ws() + self.config())
+        for _ in range(rng.randint(0, 3)):
+            pairs.append(self.string() + b":" + self.junk())
+        if rng.random() < 0.3:
+            pairs.append(self.key("Size") + b":" + str(rng.randint(0, 10**6)).encode())
+        rng.shuffle(pairs)
+        return b"{" + self.ws() + (b"," + self.ws()).join(pairs) + self.ws() + b"}"
+
+
+def messy_cases(count: int, seed: int) -> list[Case]:
+    """``count`` seeded random chains of one to three layers."""
+    cases = []
+    for n in range(count):
+        m = Messy(seed * 1000 + n)
+        depth = m.rng.randint(1, 3)
+        cases.append(Case(f"messy{seed}-{n}", [m.layer_json(i > 0) for i in range(depth)]))
+    return cases
+
+
+MESSY = messy_cases(40, seed=1)
+
+
+def test_messy_corpus_is_accepted_by_us() -> None:
+    """Every generated messy chain is accepted by make_config (so the engine batch below can load it)."""
+    for case in MESSY:
+        case.expected_configs()
+
+
+def test_messy_corpus_matches_engine(docker_host: str) -> None:
+    """For seeded random messy chains, every layer's engine image ID and config bytes equal ours."""
+    error = docker_load(docker_host, v1_archive(MESSY))
+    assert not error, error
+    engine = saved(docker_host, [f"{REPO}:{case.tag(i)}" for case in MESSY for i in range(len(case.jsons))])
+    for case in MESSY:
+        for i, ours in enumerate(case.expected_configs()):
+            engine_id = engine.ids[f"{REPO}:{case.tag(i)}"]
+            assert engine.configs[engine_id] == ours, f"{case.name} layer {i}: {case.json(i)!r}"
+            assert image_id(ours) == engine_id
