@@ -95,6 +95,8 @@ def _resources() -> dict[str, Any]:
         collections[name]["parameters"].update(replace_files=_p("object"), replace_segments=_p("object"))
     links = _crud("links", "Link", trash=False)
     groups = _crud("groups", "Group", trash=True, extra_list={"include_trash": _p("boolean", default="false")})
+    for name in ("create", "update"):
+        groups[name]["parameters"]["async"] = _p("boolean", default="false")
     users = {
         "current": _method("users", "current", "GET", "users/current", "User"),
         "get": _method("users", "get", "GET", "users/{uuid}", "User", {"uuid": _uuid(), "select": _SELECT}),

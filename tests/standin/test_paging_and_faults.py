@@ -13,6 +13,7 @@ import arvados
 import arvados.collection
 import arvados.util
 
+from keepdocker.standin.server import DataDir
 from keepdocker.testing.standin import RunningStandin, running_standin
 
 
@@ -97,3 +98,18 @@ def test_no_faults_by_default_and_latency_flag(standin: RunningStandin, tmp_path
         started = time.monotonic()
         assert {_status(url, slow.admin_token) for _ in range(5)} == {200}
         assert time.monotonic() - started >= 0.5
+
+
+def test_offline_seeding_on_a_stopped_data_dir(tmp_path: Path) -> None:
+    """Store.seed_docker_images on a data dir with no server running is served once the stand-in starts."""
+    layout = DataDir(tmp_path / "offline")
+    store = layout.open_store()
+    seeded = store.seed_docker_images(300, blocks=layout.open_blocks(), repo="offline/img")
+    store.close()
+    with running_standin(layout.root) as standin:
+        status, page = standin.request(
+            "GET", "/arvados/v1/links", query={"filters": [["name", "=", seeded[7].repo_tag]], "limit": 5}
+        )
+        assert status == 200 and page["items_available"] == 1
+        assert page["items"][0]["head_uuid"] == seeded[7].collection_uuid
+        assert standin.stats()["records"]["collections"] == 300
