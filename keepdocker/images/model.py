@@ -29,6 +29,7 @@ __all__ = [
     "normalize_repository",
     "normalize_tag",
     "parse_tag_option",
+    "split_tag",
 ]
 
 HEX64_RE = re.compile(r"[a-f0-9]{64}")
