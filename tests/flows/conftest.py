@@ -23,11 +23,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from prefect.testing.utilities import prefect_test_harness
 
     storage = tmp_path_factory.mktemp("prefect-results")
-    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(storage)}):
-        with prefect_test_harness(server_startup_timeout=120):
-            from prefect.settings import PREFECT_API_URL
+    with (
+        temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(storage)}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        from prefect.settings import PREFECT_API_URL
 
-            yield str(PREFECT_API_URL.value())
+        yield str(PREFECT_API_URL.value())
 
 
 @pytest.fixture()

@@ -118,10 +118,10 @@ def test_missing_image_fails_with_a_clear_message(arvados: ArvadosSession, engin
 
 def _oci_from_docker_save(data: bytes) -> bytes:
     """Re-lay a Docker 1.10-24 `docker save` archive in the Docker 25+ OCI layout (blobs/sha256, index.json)."""
-    src = tarfile.open(fileobj=io.BytesIO(data))
-    (entry,) = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
-    config = src.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
-    layers = [src.extractfile(p).read() for p in entry["Layers"]]  # type: ignore[union-attr]
+    with tarfile.open(fileobj=io.BytesIO(data)) as src:
+        (entry,) = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = src.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+        layers = [src.extractfile(p).read() for p in entry["Layers"]]  # type: ignore[union-attr]
     blobs = {hashlib.sha256(b).hexdigest(): b for b in [config, *layers]}
     cfg = hashlib.sha256(config).hexdigest()
     manifest = json.dumps({"schemaVersion": 2, "config": {"digest": f"sha256:{cfg}"}}).encode()
