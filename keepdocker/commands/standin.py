@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from keepdocker.errors import UsageError
+from keepdocker.errors import ConfigurationError, UsageError
 
 __all__ = ["add_parser", "run"]
 
@@ -96,7 +96,13 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     standin = Standin(config)
     try:
-        env = standin.start()
+        try:
+            env = standin.start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {config.host} (API port {config.port}, Keep port {config.keep_port}): {exc}; "
+                "choose other --port/--keep-port values or 0 for any free port"
+            ) from exc
         env["KEEPDOCKER_STANDIN_PID"] = str(os.getpid())
         text = format_env(env)
         if args.env_file is not None:

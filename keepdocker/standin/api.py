@@ -322,8 +322,11 @@ class ApiApp:
         if method == "GET" and rest == ["stats"]:
             return {"requests": self.stats.snapshot(), "records": self.store.counts(), "blocks": self.blocks.count()}
         if method == "POST" and rest == ["seed_images"]:
-            data = json.loads(body or b"{}")
-            count = data.get("count")
+            try:
+                data = json.loads(body or b"{}")
+            except ValueError:
+                raise ApiError(400, "seed_images: the request body is not valid JSON") from None
+            count = data.get("count") if isinstance(data, dict) else None
             if not isinstance(count, int) or count < 0:
                 raise ApiError(422, "seed_images needs {'count': <non-negative integer>}")
             seeded = self.store.seed_docker_images(

@@ -6,14 +6,22 @@ import hashlib
 import sqlite3
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
 from keepdocker.standin.signing import BlobSigner
-from keepdocker.testing.standin import RunningStandin
+from keepdocker.testing.standin import RunningStandin, running_standin
 
 SYSTEM_USER = "zzzzz-tpzed-000000000000000"
 EMPTY = "d41d8cd98f00b204e9800998ecf8427e+0"
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStandin]:
+    """One stand-in for this module: every test makes its own objects and checks only those."""
+    with running_standin(tmp_path_factory.mktemp("permissions") / "standin-data") as running:
+        yield running
 
 
 def _keep_put(standin: RunningStandin, data: bytes, token: str) -> str:
@@ -42,7 +50,8 @@ def _message(payload: object) -> str:
 def _admin_collection(standin: RunningStandin) -> dict[str, object]:
     locator = _keep_put(standin, b"admin secret data", standin.admin_token)
     status, coll = standin.request(
-        "POST", "/arvados/v1/collections", body={"manifest_text": f". {locator} 0:17:secret.txt\n", "name": "private"}
+        "POST", "/arvados/v1/collections", body={"manifest_text": f". {locator} 0:17:secret.txt\n", "name": "private"},
+        query={"ensure_unique_name": "true"},
     )
     assert status == 200, coll
     return coll
@@ -67,7 +76,8 @@ def test_user_cannot_read_other_users_private_collection(standin: RunningStandin
     assert status == 404
     assert "not found" in _message(payload)
     status, listing = standin.request("GET", "/arvados/v1/collections", token=standin.user_token)
-    assert status == 200 and listing["items"] == []
+    assert status == 200 and coll["uuid"] not in {item["uuid"] for item in listing["items"]}
+    assert all(item["owner_uuid"] != coll["owner_uuid"] for item in listing["items"])
     status, payload = standin.request(
         "GET", f"/arvados/v1/collections/{coll['portable_data_hash']}", token=standin.user_token
     )
@@ -117,7 +127,8 @@ def test_user_can_create_collection_with_own_signature(standin: RunningStandin) 
     assert coll["portable_data_hash"] == f"{hashlib.md5(portable).hexdigest()}+{len(portable)}"
     assert "+A" in coll["manifest_text"]
     status, listing = standin.request(
-        "GET", "/arvados/v1/collections", token=standin.user_token, query={"select": ["unsigned_manifest_text"]}
+        "GET", "/arvados/v1/collections", token=standin.user_token,
+        query={"select": ["unsigned_manifest_text"], "filters": [["uuid", "=", coll["uuid"]]]},
     )
     assert listing["items"][0]["unsigned_manifest_text"] == portable.decode()
 
