@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -63,3 +65,18 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
     assert rate.returncode == 2 and "between 0 and 1" in rate.stderr
     cluster = subprocess.run([*base, "--cluster-id", "ZZ"], capture_output=True, text=True, timeout=60)
     assert cluster.returncode == 2 and "--cluster-id" in cluster.stderr
+
+
+def test_certificate_verifies_and_persists(tmp_path: Path) -> None:
+    """The published CA file verifies the API's TLS for 127.0.0.1, and the same certificate is reused on restart."""
+    with running_standin(tmp_path / "data") as standin:
+        ca_file = Path(standin.env["KEEPDOCKER_STANDIN_CA_FILE"])
+        first = ca_file.read_bytes()
+        host, port = standin.env["ARVADOS_API_HOST"].rsplit(":", 1)
+        context = ssl.create_default_context(cafile=str(ca_file))
+        with socket.create_connection((host, int(port)), timeout=10) as raw, context.wrap_socket(
+            raw, server_hostname=host
+        ) as tls:
+            assert tls.version() is not None
+        standin.restart()
+        assert Path(standin.env["KEEPDOCKER_STANDIN_CA_FILE"]).read_bytes() == first
