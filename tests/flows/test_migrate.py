@@ -1,0 +1,162 @@
+"""The migrate-images flow against a stand-in seeded like an old cluster: results, re-runs, failures, resolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from flows.migrate import migrate_images
+from flows.params import MigrateRequest
+from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, keyset
+from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
+from keepdocker.errors import ConfigurationError, PartialFailureError
+from keepdocker.images.upgrade import upgrade_archive
+from keepdocker.testing.oldcluster import SeededImage, seed_v1_image
+from keepdocker.testing.resolution import resolve_image
+from keepdocker.testing.standin import RunningStandin
+from keepdocker.testing.v1archives import ATTACKS, random_v1_archive
+
+
+@dataclass
+class OldCluster:
+    """What the fixture seeded: images by name, and the owners used."""
+
+    images: dict[str, SeededImage]
+    archives: dict[str, Path]
+    project: str
+    user: str
+
+
+def _seed(
+    session: ArvadosSession,
+    tmp: Path,
+    name: str,
+    seed: int,
+    tags: tuple[str, ...],
+    owner: str | None,
+    repositories: bool,
+) -> tuple[SeededImage, Path]:
+    generated = random_v1_archive(seed, layers=3, repositories=repositories)
+    path = generated.write(tmp / f"{name}.tar")
+    return seed_v1_image(session, path, generated.leaves[0], tags, owner), path
+
+
+@pytest.fixture()
+def old_cluster(arvados: ArvadosSession, standin: RunningStandin, tmp_path: Path) -> OldCluster:
+    """Four v1 images as an old cluster held them: three owners, two without `repositories`, one untagged."""
+    project = arvados.api.groups().create(body={"group_class": "project", "name": "old"}).execute()["uuid"]
+    user_session = connect(ArvadosConfig(arvados.config.host, standin.user_token, insecure=True))
+    user = user_session.api.users().current().execute()["uuid"]
+    specs = {
+        "base": (201, ("old/base:2014",), None, False),
+        "app": (202, ("old/app:1.0", "old/app:latest"), project, False),
+        "tool": (203, ("old/tool:3",), user, True),
+        "bare": (204, (), project, True),
+    }
+    images, archives = {}, {}
+    for name, (seed, tags, owner, repos) in specs.items():
+        images[name], archives[name] = _seed(arvados, tmp_path, name, seed, tags, owner, repos)
+    return OldCluster(images=images, archives=archives, project=project, user=user)
+
+
+def _counts(session: ArvadosSession) -> tuple[int, int]:
+    return len(keyset(session, "collections", [])), len(keyset(session, "links", []))
+
+
+def test_dry_run_plans_and_writes_nothing(arvados: ArvadosSession, old_cluster: OldCluster) -> None:
+    """dry_run lists every v1 image with its size and creates no collection or link."""
+    before = _counts(arvados)
+    report = migrate_images(MigrateRequest(dry_run=True))
+    assert report.dry_run
+    assert sorted(i.old_pdh for i in report.images) == sorted(i.collection.pdh for i in old_cluster.images.values())
+    assert all(i.bytes > 0 and i.outcome == "planned" for i in report.images)
+    assert _counts(arvados) == before
+
+
+@pytest.mark.engine
+def test_sweep_migrates_every_image_once(
+    arvados: ArvadosSession, old_cluster: OldCluster, docker_host: str, tmp_path: Path
+) -> None:
+    """Each image gets one v2 collection, its links and one migration link; a second sweep does nothing."""
+    terms = {name: (img.repo_tags[0] if img.repo_tags else img.v1_id) for name, img in old_cluster.images.items()}
+    for name, term in terms.items():
+        old = old_cluster.images[name].collection.pdh
+        assert resolve_image(arvados, term, ("v1", "v2")) == old
+        assert resolve_image(arvados, term, ("v2",)) is None
+
+    report = migrate_images(MigrateRequest(concurrency=2))
+    assert [i.outcome for i in report.images] == ["migrated"] * 4
+    by_old = {i.old_pdh: i for i in report.images}
+    client = docker.DockerClient(base_url=docker_host)
+    for name, img in old_cluster.images.items():
+        outcome = by_old[img.collection.pdh]
+        expected = upgrade_archive(old_cluster.archives[name], tmp_path / f"{name}-v2.tar", img.repo_tags, img.v1_id)
+        assert outcome.new_id == expected[0].id
+        migrations = keyset(
+            arvados, "links", [["link_class", "=", MIGRATION_LINK], ["tail_uuid", "=", img.collection.pdh]]
+        )
+        assert [(m["head_uuid"], m["owner_uuid"]) for m in migrations] == [(outcome.new_pdh, arvados.system_user_uuid)]
+        new_coll = arvados.api.collections().get(uuid=outcome.collection).execute()
+        assert new_coll["owner_uuid"] == img.owner_uuid
+        links = keyset(arvados, "links", [["head_uuid", "=", outcome.collection]])
+        assert sorted((lk["link_class"], lk["name"], lk["owner_uuid"]) for lk in links) == sorted(
+            [(HASH_LINK, outcome.new_id, img.owner_uuid)] + [(REPO_TAG_LINK, t, img.owner_uuid) for t in img.repo_tags]
+        )
+        assert resolve_image(arvados, terms[name], ("v2",)) == outcome.new_pdh
+        assert resolve_image(arvados, img.collection.pdh, ("v2",)) == outcome.new_pdh
+        import arvados.collection as ac
+
+        reader = ac.CollectionReader(outcome.collection, api_client=arvados.api)
+        (tar_name,) = list(reader.keys())
+        assert tar_name == f"{outcome.new_id}.tar"
+        with reader.open(tar_name, "rb") as f:
+            loaded = client.images.load(f.read())
+        assert outcome.new_id in [i.id for i in loaded]
+
+    before = _counts(arvados)
+    again = migrate_images(MigrateRequest())
+    assert again.images == []
+    assert _counts(arvados) == before
+
+
+def test_corrupt_image_fails_alone(arvados: ArvadosSession, old_cluster: OldCluster, tmp_path: Path) -> None:
+    """A malicious v1 tar fails its image with a clear message; the others migrate; the flow ends failed."""
+    attack = ATTACKS["outer_dotdot_name"]()
+    bad_path = tmp_path / "evil.tar"
+    bad_path.write_bytes(attack.data)
+    bad = seed_v1_image(arvados, bad_path, "e" * 64, ("evil/image:1",))
+    with pytest.raises(PartialFailureError) as info:
+        migrate_images(MigrateRequest(concurrency=2))
+    report = info.value.report
+    failed = [i for i in report.images if i.outcome == "failed"]
+    assert [i.old_pdh for i in failed] == [bad.collection.pdh]
+    assert attack.rule in failed[0].error
+    assert sum(i.outcome == "migrated" for i in report.images) == 4
+    assert keyset(arvados, "links", [["link_class", "=", MIGRATION_LINK], ["tail_uuid", "=", bad.collection.pdh]]) == []
+
+
+def test_non_admin_fails_before_any_write(
+    arvados: ArvadosSession, old_cluster: OldCluster, standin: RunningStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular user's token stops the sweep at discover, with a message saying an admin token is needed."""
+    before = _counts(arvados)
+    monkeypatch.setenv("ARVADOS_API_TOKEN", standin.user_token)
+    with pytest.raises(ConfigurationError, match="admin token"):
+        migrate_images(MigrateRequest())
+    assert _counts(arvados) == before
+
+
+@pytest.mark.engine
+def test_engine_strategy_agrees_with_native(
+    arvados: ArvadosSession, old_cluster: OldCluster, engine_env: str, tmp_path: Path
+) -> None:
+    """The engine strategy (legacy load + save) yields the native converter's image ID, verified by loading."""
+    img = old_cluster.images["app"]
+    report = migrate_images(MigrateRequest(pdhs=[img.collection.pdh], strategy="engine", verify=True))
+    (outcome,) = report.images
+    native = upgrade_archive(old_cluster.archives["app"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
+    assert outcome.outcome == "migrated"
+    assert outcome.new_id == native[0].id
