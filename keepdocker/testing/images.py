@@ -35,15 +35,21 @@ def rootfs_tar(seed: int = 0, payload_bytes: int = 4096, busybox: bool = True) -
                 link.type = tarfile.SYMTYPE
                 link.linkname = "busybox"
                 tar.addfile(link)
-        payload = rng.randbytes(payload_bytes)
-        info = tarfile.TarInfo(f"data/payload-{seed}.bin")
-        info.size = len(payload)
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(payload))
+        part, left = 0, payload_bytes
+        while left > 0 or part == 0:  # random bytes in files of at most 64 MiB (randbytes has a size limit)
+            payload = rng.randbytes(min(left, 64 << 20))
+            info = tarfile.TarInfo(f"data/payload-{seed}-{part}.bin")
+            info.size = len(payload)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(payload))
+            left -= len(payload)
+            part += 1
     return buf.getvalue()
 
 
-def build_image(docker_host: str, repository: str, tag: str = "latest", seed: int = 0, payload_bytes: int = 4096) -> str:
+def build_image(
+    docker_host: str, repository: str, tag: str = "latest", seed: int = 0, payload_bytes: int = 4096
+) -> str:
     """Import a generated rootfs as ``repository:tag`` into the engine; return the engine's image ID."""
     client = docker.DockerClient(base_url=docker_host, timeout=300)
     try:
