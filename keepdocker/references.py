@@ -22,17 +22,17 @@ from dataclasses import dataclass
 
 from keepdocker.errors import UsageError
 
-__all__ = ["DEFAULT_TAG", "ImageReference", "parse_reference"]
+__all__ = ["DEFAULT_TAG", "DOMAIN_RE", "PATH_COMPONENT_RE", "TAG_RE", "ImageReference", "is_domain", "parse_reference"]
 
 DEFAULT_TAG = "latest"
 _DEFAULT_DOMAIN = "docker.io"
 _LEGACY_DOMAINS = frozenset({"docker.io", "index.docker.io"})
 _MAX_NAME = 255
 
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)  # Go regexp \w is ASCII-only
+PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
+DOMAIN_RE = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
 _DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -59,7 +59,7 @@ class ImageReference:
         if self.repository is None:
             return None
         first, sep, _ = self.repository.partition("/")
-        return first if sep and _is_domain(first) else None
+        return first if sep and is_domain(first) else None
 
     @property
     def is_id_only(self) -> bool:
@@ -99,7 +99,7 @@ def parse_reference(image: str, tag: str | None = None) -> ImageReference:
         raise UsageError("image reference is empty: give repository[:tag], registry:port/repository:tag or an image ID")
     if any(c.isspace() for c in text):
         raise UsageError(f"image reference {image!r} contains whitespace")
-    if tag is not None and not _TAG.fullmatch(tag):
+    if tag is not None and not TAG_RE.fullmatch(tag):
         raise UsageError(
             f"tag {tag!r} is invalid: up to 128 characters of letters, digits, '_', '.' and '-', not starting with '.'"
             " or '-'"
@@ -154,7 +154,7 @@ def _split_tag(name: str, text: str) -> tuple[str, str | None]:
     if colon <= last_slash:
         return name, None
     tag = name[colon + 1 :]
-    if not _TAG.fullmatch(tag):
+    if not TAG_RE.fullmatch(tag):
         raise UsageError(
             f"image reference {text!r}: tag {tag!r} is invalid; up to 128 letters, digits, '_', '.' or '-',"
             " not starting with '.' or '-'"
@@ -162,7 +162,7 @@ def _split_tag(name: str, text: str) -> tuple[str, str | None]:
     return name[:colon], tag
 
 
-def _is_domain(first: str) -> bool:
+def is_domain(first: str) -> bool:
     """Docker's rule: the first path part is a registry when it has '.' or ':', is localhost, or has capitals."""
     return "." in first or ":" in first or first == "localhost" or first.lower() != first
 
@@ -174,9 +174,9 @@ def _familiar_name(name: str, text: str) -> str:
     first, sep, rest = name.partition("/")
     domain: str | None = None
     path = name
-    if sep and _is_domain(first):
+    if sep and is_domain(first):
         domain, path = first, rest
-        if not _DOMAIN.fullmatch(domain):
+        if not DOMAIN_RE.fullmatch(domain):
             raise UsageError(f"image reference {text!r}: registry {domain!r} is not a valid host[:port]")
         if domain.endswith(":443"):
             domain = domain[: -len(":443")]
@@ -187,9 +187,9 @@ def _familiar_name(name: str, text: str) -> str:
     for component in path.split("/"):
         if not component:
             raise UsageError(f"image reference {text!r}: empty path component (doubled or trailing '/')")
-        if component.lower() != component and _PATH_COMPONENT.fullmatch(component.lower()):
+        if component.lower() != component and PATH_COMPONENT_RE.fullmatch(component.lower()):
             raise UsageError(f"image reference {text!r}: repository component {component!r} must be lower-case")
-        if not _PATH_COMPONENT.fullmatch(component):
+        if not PATH_COMPONENT_RE.fullmatch(component):
             raise UsageError(
                 f"image reference {text!r}: repository component {component!r} is invalid; use lower-case letters,"
                 " digits and single '.', '_', '__' or '-' separators between them"

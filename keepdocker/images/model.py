@@ -16,6 +16,7 @@ from datetime import datetime
 import ciso8601
 
 from keepdocker.errors import UsageError
+from keepdocker.references import DOMAIN_RE, PATH_COMPONENT_RE, TAG_RE, is_domain
 
 __all__ = [
     "DIGEST_RE",
@@ -90,15 +91,9 @@ def config_created(config: bytes) -> datetime | None:
     return parsed
 
 
-# --- Docker's reference grammar (distribution/reference, as vendored by moby) -------------------------------------
+# --- Docker's reference grammar (distribution/reference, as vendored by moby; shared with keepdocker.references) ----
 
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|[-]+)"
-_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_NAME_RE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_NAME_RE = re.compile(rf"(?:(?:{DOMAIN_RE.pattern})/)?{PATH_COMPONENT_RE.pattern}(?:/{PATH_COMPONENT_RE.pattern})*")
 _MAX_NAME = 255
 _DEFAULT_DOMAIN = "docker.io"
 
@@ -116,7 +111,7 @@ def normalize_repository(name: str) -> str:
         raise ReferenceError(f"invalid repository name {name!r}: cannot specify 64-byte hexadecimal strings")
     slash = name.find("/")
     first = name[:slash] if slash >= 0 else ""
-    if slash < 0 or ("." not in first and ":" not in first and first != "localhost" and first.lower() == first):
+    if slash < 0 or not is_domain(first):
         domain, remainder = _DEFAULT_DOMAIN, name
     else:
         domain, remainder = first, name[slash + 1 :]
@@ -142,7 +137,7 @@ def normalize_repository(name: str) -> str:
 def normalize_tag(name: str, tag: str) -> str:
     """``familiar-name:tag`` for a repository and tag, or ReferenceError (tag grammar ``[\\w][\\w.-]{0,127}``)."""
     familiar = normalize_repository(name)
-    if not _TAG_RE.fullmatch(tag):
+    if not TAG_RE.fullmatch(tag):
         raise ReferenceError(f"invalid tag {tag!r} for {name!r}: must match [\\w][\\w.-]{{0,127}}")
     return f"{familiar}:{tag}"
 
