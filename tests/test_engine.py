@@ -7,13 +7,10 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from keepdocker.engine import DockerEngine, EngineInfo, MatchKind
 from keepdocker.errors import EngineError, EngineUnavailableError, ImageNotFoundError, UsageError
 from keepdocker.testing.dockerd import private_engine
 from keepdocker.testing.images import build_image
+from keepdocker.testing.registry import free_port, local_registry, push_to_registry
 
 FIXTURE_V1 = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
 REPO = "kdtest-engine/app"
@@ -407,57 +405,14 @@ def test_engine_that_never_answers(tmp_path: Path) -> None:
 # -- pulls from a local registry (Debian's docker-registry) -------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A docker-registry on 127.0.0.1:<free port> (insecure by default for dockerd), for the module."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        _need("docker-registry is not installed: apt-get install -y docker-registry")
-    root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen([str(binary), "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _need(f"docker-registry did not start: {(root / 'registry.log').read_text()[-500:]}")
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-
-
-def _push(docker_host: str, image: str, name: str, tag: str) -> None:
-    """Tag ``image`` as name:tag in the engine and push it."""
-    client = docker.APIClient(base_url=docker_host, timeout=120)
-    try:
-        client.tag(image, name, tag)
-        for event in client.push(name, tag=tag, stream=True, decode=True):
-            assert "error" not in event, event
-    finally:
-        client.close()
+        with local_registry(tmp_path_factory.mktemp("registry")) as address:
+            yield address
+    except RuntimeError as exc:
+        _need(str(exc))
 
 
 @pytest.mark.engine
@@ -466,7 +421,7 @@ def test_pull_always_refreshes(engine: DockerEngine, docker_host: str, registry:
     name = f"{registry}/kdtest/pull"
     old = build_image(docker_host, "kdtest-engine/pull-old", "o", seed=61)
     new = build_image(docker_host, "kdtest-engine/pull-new", "n", seed=62)
-    _push(docker_host, new, name, "t")  # the registry has `new`
+    push_to_registry(docker_host, new, name, "t")  # the registry has `new`
     client = docker.APIClient(base_url=docker_host)
     try:
         client.tag(old, name, "t")  # the engine has `old` under the same name
@@ -485,7 +440,7 @@ def test_pull_failures(engine: DockerEngine, registry: str) -> None:
         engine.pull(f"{registry}/kdtest/absent:nope")
     assert not missing.value.temporary
     with pytest.raises(EngineError) as down:
-        engine.pull(f"127.0.0.1:{_free_port()}/kdtest/x:y")
+        engine.pull(f"127.0.0.1:{free_port()}/kdtest/x:y")
     assert down.value.temporary
     with pytest.raises(UsageError, match="image ID"):
         engine.pull("sha256:abcdef")

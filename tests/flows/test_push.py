@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -19,6 +20,7 @@ from keepdocker.arv.catalog import HASH_LINK, REPO_TAG_LINK, keyset, list_images
 from keepdocker.arv.client import ArvadosSession
 from keepdocker.errors import ImageNotFoundError
 from keepdocker.testing.images import build_image
+from keepdocker.testing.registry import local_registry, push_to_registry
 from keepdocker.testing.standin import RunningStandin
 from keepdocker.testing.v1archives import random_v1_archive
 
@@ -198,3 +200,23 @@ def test_concurrent_pushes_upload_once(
     assert len(uuids) == 1
     hashes = keyset(arvados, "links", [["link_class", "=", HASH_LINK]])
     assert len(hashes) == 1 and hashes[0]["head_uuid"] in uuids
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A local docker-registry for the test."""
+    with local_registry(tmp_path / "registry") as address:
+        yield address
+
+
+@pytest.mark.engine
+def test_pull_refreshes_before_pushing(arvados: ArvadosSession, engine_env: str, registry: str) -> None:
+    """With pull, the registry's current image is pushed even when an older one is local under the same name."""
+    name = f"{registry}/kd/fresh"
+    old = build_image(engine_env, "kd/fresh-old", "o", seed=21)
+    new = build_image(engine_env, "kd/fresh-new", "n", seed=22)
+    push_to_registry(engine_env, new, name, "v1")
+    docker.APIClient(base_url=engine_env).tag(old, name, "v1")
+    result = push_image(PushRequest(image=f"{name}:v1", pull=True))
+    assert result.image_id == new
+    assert result.tags == [f"{name}:v1"]
