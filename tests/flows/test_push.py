@@ -23,6 +23,7 @@ from keepdocker.testing.images import build_image
 from keepdocker.testing.registry import local_registry, push_to_registry
 from keepdocker.testing.standin import RunningStandin
 from keepdocker.testing.v1archives import random_v1_archive
+from tasks.history import history_key, read_history
 
 BIN = Path(sys.executable).parent
 
@@ -109,13 +110,31 @@ def test_project_push_copies_without_keep_traffic(
     ]
     again = push_image(PushRequest(image="kd/proj:v1", project_uuid=project))
     assert (again.action, again.collection_uuid, again.links_created) == ("present", copied.collection_uuid, 0)
+    history = read_history("kd/proj:v1")
+    assert [(row["action"], row["outcome"], row["collection"]) for row in history] == [
+        ("push", "present", again.collection_uuid),
+        ("push", "copied", copied.collection_uuid),
+        ("push", "uploaded", first.collection_uuid),
+    ]
+    assert all(row["flow_run"] and row["pdh"] == first.pdh for row in history)
 
 
 @pytest.mark.engine
 def test_missing_image_fails_with_a_clear_message(arvados: ArvadosSession, engine_env: str) -> None:
-    """An image neither in the engine nor in Arvados fails the flow with ImageNotFoundError."""
+    """An image neither in the engine nor in Arvados fails the flow with ImageNotFoundError, recorded in history."""
     with pytest.raises(ImageNotFoundError, match="kd/nowhere"):
         push_image(PushRequest(image="kd/nowhere:v9"))
+    (row,) = read_history("kd/nowhere:v9")
+    assert row["outcome"].startswith("failed: ") and "kd/nowhere" in row["outcome"]
+
+
+def test_history_keys_are_prefect_artifact_keys() -> None:
+    """History keys use only [a-z0-9-], differ per image, and `repo` means `repo:latest`."""
+    import re
+
+    keys = {history_key(n) for n in ("Reg.io:5000/A/b:v1", "reg.io:5000/a/b:v1", "sha256:" + "a" * 64)}
+    assert len(keys) == 3 and all(re.fullmatch(r"[a-z0-9-]+", k) for k in keys)
+    assert history_key("busybox") == history_key("busybox:latest")
 
 
 def _oci_from_docker_save(data: bytes) -> bytes:
