@@ -13,6 +13,7 @@ arguments.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from keepdocker.errors import ConfigurationError, UsageError
+from keepdocker.errors import CacheFullError, ConfigurationError, UsageError
 from keepdocker.images.docker_archive import (
     DockerArchiveWriter,
     copy_file,
@@ -97,6 +98,8 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
         temps.pop()
         return result
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheFullError(f"no room to write {dst} while upgrading {src}: free disk space") from None
         raise ConfigurationError(
             f"I/O error upgrading {src} to {dst}: {exc.strerror or exc}; check the disk space and permissions"
         ) from None
