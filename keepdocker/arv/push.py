@@ -135,8 +135,7 @@ def copy_into(
     }
     with arvados_errors(f"copying collection {source['uuid']} into {owner_uuid}"):
         rec = session.api.collections().create(body=body, ensure_unique_name=True).execute()
-    _, size = single_tar(str(source["manifest_text"]))
-    return CollectionRef(uuid=str(rec["uuid"]), pdh=str(rec["portable_data_hash"]), size=size)
+    return _ref({**rec, "manifest_text": source["manifest_text"]})
 
 
 def upload_image(
@@ -206,9 +205,8 @@ def place_image(
         if existing.owned is not None:
             return _ref(existing.owned), Action.PRESENT
         if existing.source is not None:
-            return copy_into(session, existing.source, existing.owner_uuid, name, repo_tag, existing.image_id), (
-                Action.COPIED
-            )
+            copied = copy_into(session, existing.source, existing.owner_uuid, name, repo_tag, existing.image_id)
+            return copied, Action.COPIED
     if tar is None:
         raise ImageNotFoundError(f"image {existing.image_id} has no local archive and no readable copy in Arvados")
     ref = upload_image(
