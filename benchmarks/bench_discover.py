@@ -13,17 +13,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import googleapiclient.http
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_push
+
 from keepdocker.arv.client import ArvadosConfig, connect
 from keepdocker.arv.migration import MIGRATION_LINK, MIGRATION_LINK_NAME, discover_v1_images
 from keepdocker.standin.manifest import portable_data_hash
 from keepdocker.standin.server import DataDir
-from keepdocker.testing.standin import running_standin
 
 TARGET_SECONDS = 30.0
 
@@ -86,6 +90,10 @@ def main() -> None:
         help="leave the SDK's long-GET rewrite on (POST + X-HTTP-Method-Override + form body), which the stand-in "
         "does not accept yet",
     )
+    parser.add_argument(
+        "--standin-as-is", action="store_true",
+        help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
+    )
     args = parser.parse_args()
     if not args.sdk_long_get:
         # googleapiclient turns a GET longer than 2048 characters (a batched `in` filter) into a POST with
@@ -95,9 +103,12 @@ def main() -> None:
         print("note: long list GETs sent as GET (the stand-in does not accept X-HTTP-Method-Override yet)")
     with tempfile.TemporaryDirectory(prefix="bench-discover-", dir="/tmp") as tmp:
         root = Path(tmp) / "standin"
+        if not args.standin_as_is:
+            bench_push.NODELAY_DIR = bench_push.install_nodelay(Path(tmp) / "nodelay")
+        print(f"stand-in: {'TCP_NODELAY' if bench_push.NODELAY_DIR else 'as is (Nagle on)'}")
         expected, seed_seconds = seed_store(root, args.images, args.migrated)
         print(f"seeded {args.images} v1 images ({args.migrated} already migrated) in {seed_seconds:.1f} s")
-        with running_standin(root) as standin:
+        with bench_push.bench_standin(root) as standin:
             session = connect(ArvadosConfig.from_env(standin.client_env({})))
             times: list[float] = []
             for run in range(args.runs):

@@ -1,0 +1,335 @@
+"""Benchmark: `keepdocker push` beside `arv-keepdocker` for a ~500 MiB local image, first push and re-push.
+
+Run: ``uv run python benchmarks/bench_push.py [--mib 500] [--modes server,ephemeral]``. Needs root and dockerd (a
+private engine is started). Builds one image in the engine, then for each Prefect mode -- ``server`` (a `prefect
+server start` of its own, PREFECT_API_URL exported to the push) and ``ephemeral`` (no PREFECT_API_URL) -- pushes it
+with each tool to a fresh stand-in of its own, with a fresh HOME and cache, so every first push really saves and
+uploads; then pushes again (a re-push finds the image). Wall seconds of the whole command are measured. Prints
+seconds, the keepdocker/arv-keepdocker ratios, where keepdocker's time went (task durations read back from the
+Prefect server) and the targets: with a server, first push ratio <= 1.0 and re-push under 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keepdocker.testing.dockerd import private_engine
+from keepdocker.testing.images import build_image
+from keepdocker.testing.standin import RunningStandin, running_standin
+
+BIN = Path(sys.executable).parent
+MIB = 1 << 20
+IMAGE, TAG = "bench/push", "v1"
+
+
+# A directory with a sitecustomize.py turning Nagle's algorithm off in socketserver handlers (None: stand-in as is).
+# The stand-in writes each response's headers and body in two sends on keep-alive connections, so Nagle holds the
+# body until the client's delayed ACK (~40 ms per API request through the SDK); real Arvados servers set TCP_NODELAY.
+NODELAY_DIR: Path | None = None
+
+
+def install_nodelay(directory: Path) -> Path:
+    """Write the sitecustomize.py that sets ``socketserver.StreamRequestHandler.disable_nagle_algorithm``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(
+        "import socketserver\nsocketserver.StreamRequestHandler.disable_nagle_algorithm = True\n"
+    )
+    return directory
+
+
+@contextmanager
+def bench_standin(data_dir: Path) -> Iterator[RunningStandin]:
+    """A stand-in subprocess for a benchmark (with NODELAY_DIR on its PYTHONPATH when set); stopped at the end."""
+    saved = os.environ.get("PYTHONPATH")
+    stack = ExitStack()
+    try:
+        if NODELAY_DIR is not None:
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(NODELAY_DIR), saved) if p)
+        standin = stack.enter_context(running_standin(data_dir))
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    with stack:
+        yield standin
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefect_env(home: Path) -> dict[str, str]:
+    """Prefect settings for an isolated home: its own database and result storage, no analytics."""
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "results"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
+
+
+def init_prefect_home(home: Path) -> None:
+    """Create the Prefect database of ``home`` (so no timed command pays for its migrations)."""
+    env = {**bytecode_env(), **prefect_env(home)}
+    env.pop("PREFECT_API_URL", None)
+    subprocess.run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env, check=True,
+                   capture_output=True)
+
+
+@contextmanager
+def prefect_server(home: Path, startup_timeout: float = 180.0) -> Iterator[str]:
+    """Run `prefect server start` with its own PREFECT_HOME and port; yield its API URL; stop it by PID."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**bytecode_env(), **prefect_env(home), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {proc.returncode}; see {home / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not answer within {startup_timeout:.0f}s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started (uvicorn runs inside it)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def api_post(url: str, path: str, body: dict[str, Any]) -> Any:
+    """POST JSON to the Prefect API and decode the answer."""
+    req = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _seconds(run: dict[str, Any]) -> float:
+    start, end = run.get("start_time"), run.get("end_time")
+    if not start or not end:
+        return float(run.get("total_run_time") or 0.0)
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+
+
+def task_runs(url: str, flow_run_id: str) -> list[dict[str, Any]]:
+    """Every task run of one flow run (paged: the API returns at most 200 per request)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = api_post(url, "/task_runs/filter",
+                        {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200, "offset": len(out)})
+        out.extend(page)
+        if len(page) < 200:
+            return out
+
+
+@dataclass
+class Timed:
+    """One timed command: wall seconds and what it printed."""
+
+    seconds: float
+    stdout: str
+    stderr: str = field(repr=False)
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> Timed:
+    """Run ``cmd`` to completion and time it; fail loudly when it fails."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return Timed(elapsed, proc.stdout.strip(), proc.stderr)
+
+
+# Where compiled bytecode goes (None: as the environment says). This sandbox sets PYTHONDONTWRITEBYTECODE=1, so
+# every process would recompile every module it imports (about 3 s for Prefect), which no installed tool pays.
+PYCACHE: Path | None = None
+
+
+def bytecode_env() -> dict[str, str]:
+    """The environment with bytecode cached under PYCACHE (outside the venv), when set."""
+    env = dict(os.environ)
+    if PYCACHE is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    return env
+
+
+def warm_bytecode() -> None:
+    """Import what both tools import once, so their bytecode is cached before anything is timed."""
+    if PYCACHE is None:
+        return
+    env = bytecode_env()
+    code = "import flows.push, flows.migrate, keepdocker.cli, arvados.commands.keepdocker, arvados.commands.put"
+    subprocess.run([str(BIN / "python"), "-c", code], env=env, check=True)
+    for tool in ("keepdocker", "arv-keepdocker", "prefect"):
+        subprocess.run([str(BIN / tool), "--help"], env=env, check=True, capture_output=True)
+
+
+def tool_env(standin_env: dict[str, str], docker_host: str, home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """A clean environment for one tool: fresh HOME and caches, the stand-in's credentials, the engine."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in bytecode_env().items() if not k.startswith(("PREFECT_", "ARVADOS_", "KEEPDOCKER_"))}
+    env.update(standin_env)
+    env.update({
+        "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "KEEPDOCKER_CACHE_DIR": str(home / "kdcache"),
+        "DOCKER_HOST": docker_host, **extra,
+    })
+    return env
+
+
+@dataclass
+class ModeResult:
+    """The four timings of one Prefect mode, and keepdocker's breakdown of its first push."""
+
+    mode: str
+    kd_first: float
+    kd_again: float
+    arv_first: float
+    arv_again: float
+    breakdown: str = ""
+
+
+def run_mode(mode: str, work: Path, docker_host: str, image_bytes: int, server_url: str | None) -> ModeResult:
+    """First push and re-push with each tool, each tool on a fresh stand-in."""
+    extra = prefect_env(work / "prefect-home")
+    if server_url:
+        extra["PREFECT_API_URL"] = server_url
+    times: dict[str, tuple[float, float]] = {}
+    breakdown = ""
+    for tool in ("keepdocker", "arv-keepdocker"):
+        with bench_standin(work / f"standin-{tool}") as standin:
+            env = tool_env(standin.client_env({}), docker_host, work / f"home-{tool}", extra)
+            cmd = [str(BIN / tool), *(["push"] if tool == "keepdocker" else []), IMAGE, TAG]
+            before = standin.stats()["requests"].get("keep PUT bytes", 0)
+            first = timed(cmd, env)
+            uploaded = standin.stats()["requests"].get("keep PUT bytes", 0) - before
+            if uploaded < image_bytes * 0.9:
+                raise SystemExit(f"{tool}'s first push uploaded only {uploaded} bytes: it did not really upload")
+            again = timed(cmd, env)
+            if again.stdout != first.stdout:
+                raise SystemExit(f"{tool}: re-push printed {again.stdout!r}, first push {first.stdout!r}")
+            times[tool] = (first.seconds, again.seconds)
+            print(f"  [{mode}] {tool:15} first {first.seconds:6.1f} s ({uploaded / MIB:.0f} MiB to Keep), "
+                  f"re-push {again.seconds:5.1f} s -> {first.stdout}")
+            if tool == "keepdocker" and server_url:
+                # The re-push is the newest run; read the first push (second newest) instead.
+                runs = api_post(server_url, "/flow_runs/filter", {
+                    "flows": {"name": {"any_": ["push-image"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2,
+                })
+                parts = []
+                for label, run in zip(("re-push", "first push"), runs, strict=False):
+                    tasks = task_runs(server_url, run["id"])
+                    per = {str(t["name"]).split("-")[0]: round(_seconds(t), 2) for t in tasks}
+                    parts.append(f"{label}: flow {_seconds(run):.1f} s, tasks {per}")
+                breakdown = "; ".join(reversed(parts))
+    return ModeResult(mode, times["keepdocker"][0], times["keepdocker"][1], times["arv-keepdocker"][0],
+                      times["arv-keepdocker"][1], breakdown)
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mib", type=int, default=500, help="image payload in MiB (default 500)")
+    parser.add_argument("--modes", default="server,ephemeral", help="Prefect modes to run (server, ephemeral)")
+    parser.add_argument(
+        "--standin-as-is", action="store_true",
+        help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
+    )
+    parser.add_argument(
+        "--no-bytecode-cache", action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE as set (every command recompiles what it imports)",
+    )
+    args = parser.parse_args()
+    global PYCACHE, NODELAY_DIR
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    results: list[ModeResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-push-", dir="/tmp") as tmp, private_engine() as engine:
+        work = Path(tmp)
+        if not args.no_bytecode_cache:
+            PYCACHE = work / "pycache"
+            warm_bytecode()
+        if not args.standin_as_is:
+            NODELAY_DIR = install_nodelay(work / "nodelay")
+        print(f"bytecode: {'cached in ' + str(PYCACHE) if PYCACHE else 'as the environment says'}; "
+              f"stand-in: {'TCP_NODELAY' if NODELAY_DIR else 'as is (Nagle on)'}")
+        started = time.perf_counter()
+        image_id = build_image(engine.host, IMAGE, TAG, seed=500, payload_bytes=args.mib * MIB)
+        built = time.perf_counter() - started
+        print(f"built {IMAGE}:{TAG} ({args.mib} MiB payload) = {image_id[:19]} in {built:.0f} s")
+        # Warm the page cache once, so neither tool's first `docker save` pays for cold layer reads.
+        warm = subprocess.run(
+            f"docker save {IMAGE}:{TAG} | wc -c", shell=True, env={**os.environ, "DOCKER_HOST": engine.host},
+            capture_output=True, text=True, check=True,
+        )
+        saved_bytes = int(warm.stdout)
+        print(f"docker save size: {saved_bytes / MIB:.0f} MiB")
+        for mode in modes:
+            mwork = work / mode
+            mwork.mkdir()
+            init_prefect_home(mwork / "prefect-home")
+            if mode == "server":
+                with prefect_server(mwork / "prefect-server") as url:
+                    results.append(run_mode(mode, mwork, engine.host, saved_bytes, url))
+            elif mode == "ephemeral":
+                results.append(run_mode(mode, mwork, engine.host, saved_bytes, None))
+            else:
+                raise SystemExit(f"unknown mode {mode!r}")
+    print()
+    print(f"{'mode':10} {'kd first':>9} {'arv first':>9} {'ratio':>6}   {'kd again':>8} {'arv again':>9} {'ratio':>6}")
+    for r in results:
+        print(f"{r.mode:10} {r.kd_first:8.1f}s {r.arv_first:8.1f}s {r.kd_first / r.arv_first:6.2f}   "
+              f"{r.kd_again:7.1f}s {r.arv_again:8.1f}s {r.kd_again / r.arv_again:6.2f}")
+    for r in results:
+        if r.breakdown:
+            print(f"keepdocker [{r.mode}] {r.breakdown}")
+    for r in results:
+        if r.mode == "server":
+            first_ok = r.kd_first / r.arv_first <= 1.0
+            again_ok = r.kd_again < 5.0
+            print(f"targets (server): first push ratio {r.kd_first / r.arv_first:.2f} <= 1.0: "
+                  f"{'met' if first_ok else 'MISSED'}; re-push {r.kd_again:.1f} s < 5 s: "
+                  f"{'met' if again_ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
