@@ -24,11 +24,14 @@ def _config(credentials_block: str | None) -> ArvadosConfig:
         raw = cast("Secret[Any]", Secret.load(credentials_block)).get()
     except ValueError as exc:
         raise ConfigurationError(f"Secret block {credentials_block!r} not found: create it first") from exc
-    data = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        data = None  # never chain the decode error: it carries the secret's text
     if not isinstance(data, dict) or "ARVADOS_API_HOST" not in data or "ARVADOS_API_TOKEN" not in data:
         raise ConfigurationError(
             f"Secret block {credentials_block!r} must hold JSON with ARVADOS_API_HOST and ARVADOS_API_TOKEN"
-        )
+        ) from None
     return ArvadosConfig.from_env({k: str(v) for k, v in data.items()})
 
 
