@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "PrefectProcess",
     "client_env",
+    "descendants",
     "free_port",
     "prefect_bin",
     "run_prefect",
@@ -93,8 +94,42 @@ def client_env(home: Path, api_url: str, base: Mapping[str, str] | None = None) 
     return env
 
 
+def descendants(pid: int) -> list[int]:
+    """PIDs of the process's living descendants (Linux /proc), e.g. flow runs a worker started in their own sessions."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while the PID runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
-    """SIGTERM the PID and wait; after ``timeout`` SIGKILL its process group (it was started in its own session)."""
+    """SIGTERM the PID and wait (SIGKILL its process group after ``timeout``); then stop descendants it left behind.
+
+    A worker's flow runs live in sessions of their own: any still running when the worker is gone get SIGTERM by
+    PID, then SIGKILL after a few seconds.
+    """
+    left = descendants(process.pid) if process.poll() is None else []
     if process.poll() is None:
         with suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
@@ -104,6 +139,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    left = [pid for pid in left if _alive(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while (left := [pid for pid in left if _alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
     return process.returncode
 
 
