@@ -253,6 +253,21 @@ class TarCache:
                 self._remove_files(key)
             return got
 
+    def discard(self, path: Path | str) -> bool:
+        """Drop the entry whose data file is ``path`` (sidecar first, then data) unless someone holds it.
+
+        For callers that only kept the path of a finished work file: deleting the data file alone would leave an
+        orphaned sidecar that still counts against the budget. Returns False when ``path`` is not an entry of this
+        cache (nothing is removed) or when the entry is in use.
+        """
+        path = Path(path)
+        if path.parent != self.root or path.suffix != ".data":
+            return False
+        record = _read_sidecar(path.with_suffix(".json"))
+        if record is None or self._paths(record.key)[0] != path:
+            return False
+        return self.invalidate(record.key)
+
     def entries(self) -> list[CachedFile]:
         """Entries with a readable sidecar, least recently used first (not re-verified)."""
         found: list[tuple[int, CachedFile]] = []

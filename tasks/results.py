@@ -8,6 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from keepdocker.cache import TarCache
+from keepdocker.errors import CacheError
+
 __all__ = ["FileResult", "PlacedCollection", "UpgradedArchive"]
 
 
@@ -49,7 +52,16 @@ class PlacedCollection(BaseModel):
 
 
 def remove_quietly(*paths: str) -> None:
-    """Delete work files that are no longer needed (missing ones are fine)."""
+    """Delete work files that are no longer needed (missing ones are fine).
+
+    A file that is a tar-cache entry is dropped through the cache (sidecar and data, and only when no one holds
+    it), so no orphaned sidecar is left counting against the cache budget.
+    """
     for p in paths:
+        path = Path(p)
+        if path.suffix == ".data" and path.with_suffix(".json").is_file():
+            with contextlib.suppress(CacheError, OSError):
+                TarCache(path.parent).discard(path)
+            continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(p)

@@ -32,18 +32,17 @@ from keepdocker.testing.oldcluster import SeededImage, seed_v1_image
 from keepdocker.testing.standin import RunningStandin
 from keepdocker.testing.v1archives import random_v1_archive, write_large_v1_archive
 
-FIGURES = Path(__file__).resolve().parents[2] / ".reliability-figures.json"
-
-
 def record_figures(name: str, figures: dict[str, object]) -> None:
-    """Print the measured figures and keep them in .reliability-figures.json (for the README table)."""
+    """Print the measured figures (run with -s to see them); also merge them into $KEEPDOCKER_FIGURES if set."""
     print(f"\nFIGURES {name}: {json.dumps(figures, sort_keys=True)}")
+    target = os.environ.get("KEEPDOCKER_FIGURES")
+    if not target:
+        return
     data: dict[str, object] = {}
     with contextlib.suppress(OSError, ValueError):
-        data = json.loads(FIGURES.read_text())
+        data = json.loads(Path(target).read_text())
     data[name] = figures
-    with contextlib.suppress(OSError):
-        FIGURES.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    Path(target).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def seed_small(standin: RunningStandin, tmp: Path, seeds: range, tags: bool = True) -> list[SeededImage]:
@@ -209,13 +208,9 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
 ) -> None:
     """Kills mid-download (partial cache file), mid-upload and mid-linking; the final re-run equals an undisturbed one."""
     archive, leaf = _large_v1(tmp_path, 140 << 20)
-    small = random_v1_archive(22, layers=2)
-    small_path = small.write(tmp_path / "small-v1.tar")
 
     def seed(standin: RunningStandin) -> None:
-        session = admin_session(standin)
-        seed_v1_image(session, archive, leaf, ("old/big:1",))
-        seed_v1_image(session, small_path, small.leaves[0], ("old/small:1", "old/small:latest"))
+        seed_v1_image(admin_session(standin), archive, leaf, ("old/big:1", "old/big:latest"))
 
     standin = make_standin()
     seed(standin)
@@ -249,7 +244,7 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
     finally:
         kill_group(proc)
     time.sleep(2)
-    assert standin_rows(standin, "collections") == 2, "the kill came after the upload"
+    assert standin_rows(standin, "collections") == 1, "the kill came after the upload"
     assert not [p for p in partials if p.exists()], "the stale partial download is still there"
 
     # 3: killed between the first carried-over link and the migration link.
@@ -270,8 +265,8 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
     assert final.returncode == 0, final.stderr[-2000:]
     assert cache_is_clean(cache_dir) == []
     session = admin_session(standin)
-    assert standin_rows(standin, "collections") == 4
-    assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 2
+    assert standin_rows(standin, "collections") == 2
+    assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 1
 
     reference = make_standin(name="reference")
     seed(reference)
@@ -283,9 +278,10 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
 
 @pytest.mark.slow
 def test_standin_restart_mid_sweep_resumes(
-    make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path
+    make_standin: MakeStandin, base_env: dict[str, str], reliability_prefect: PrefectServer, tmp_path: Path
 ) -> None:
     """The stand-in is restarted (same ports and data) during a sweep: retries carry every image through."""
+    started = time.time()
     standin = make_standin()
     seeded = seed_small(standin, tmp_path, range(501, 505))
     standin.extra_args = ["--latency-ms", "200"]
@@ -313,7 +309,8 @@ def test_standin_restart_mid_sweep_resumes(
     for image in seeded:
         assert len(migration_links(session, image.collection.pdh)) == 1
     assert standin_rows(standin, "collections") == 8
-    record_figures("standin_restart", {"down_seconds": round(down, 2), "images": len(seeded)})
+    retries = sum(max(0, n - 1) for _, n, _ in task_runs_since(reliability_prefect.url, started))
+    record_figures("standin_restart", {"down_seconds": round(down, 2), "images": len(seeded), "task_retries": retries})
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:
