@@ -1,4 +1,4 @@
-"""Fixtures for the reliability tests: one dedicated Prefect server per session, stand-ins with fault flags, CLI envs."""
+"""Fixtures for the reliability tests: a dedicated Prefect server, stand-ins with fault flags, CLI envs."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,9 @@ def prefect_server(home: Path, timeout: float = 240.0) -> Iterator[PrefectServer
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited {proc.returncode}: {(home / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"prefect server exited {proc.returncode}: {(home / 'server.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
                     if resp.status == 200:
@@ -109,10 +111,8 @@ def start_cli(*args: str, env: dict[str, str], out_dir: Path) -> subprocess.Pope
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process and everything in its session; reap it."""
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)
 
 
@@ -190,7 +190,7 @@ def standin_rows(standin: RunningStandin, table: str, where: str = "1") -> int:
 
     db = sqlite3.connect(f"file:{standin.data_dir / 'standin.sqlite3'}?mode=ro", uri=True, timeout=5)
     try:
-        (count,) = db.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()  # noqa: S608 - test constants
+        (count,) = db.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()
     finally:
         db.close()
     return int(count)

@@ -27,10 +27,10 @@ from reliability_support import (
 
 from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, keyset
 from keepdocker.cache import TarCache, Verification
-from keepdocker.images.upgrade import upgrade_archive
 from keepdocker.testing.oldcluster import SeededImage, seed_v1_image
 from keepdocker.testing.standin import RunningStandin
 from keepdocker.testing.v1archives import random_v1_archive, write_large_v1_archive
+
 
 def record_figures(name: str, figures: dict[str, object]) -> None:
     """Print the measured figures (run with -s to see them); also merge them into $KEEPDOCKER_FIGURES if set."""
@@ -83,7 +83,16 @@ def test_sweep_and_pushes_survive_503s_and_latency(
     for s in range(401, 404):
         generated = random_v1_archive(s, layers=2, files=2, max_file_size=4096)
         archives.append(generated.write(tmp_path / f"push-{s}.tar"))
-    standin.extra_args = ["--api-failure-rate", "0.1", "--keep-failure-rate", "0.3", "--latency-ms", "20", "--seed", "7"]
+    standin.extra_args = [
+        "--api-failure-rate",
+        "0.1",
+        "--keep-failure-rate",
+        "0.3",
+        "--latency-ms",
+        "20",
+        "--seed",
+        "7",
+    ]
     standin.restart()
     env = standin.client_env(base_env)
     started = time.time()
@@ -152,8 +161,10 @@ def test_push_killed_during_upload_then_rerun(
     try:
         wait_for(
             "a first Keep block",
-            lambda: sum(1 for p in blocks.rglob("*") if p.is_file() and p.parent.name != "tmp") > before
-            or proc.poll() is not None,
+            lambda: (
+                sum(1 for p in blocks.rglob("*") if p.is_file() and p.parent.name != "tmp") > before
+                or proc.poll() is not None
+            ),
             timeout=300,
             interval=0.02,
         )
@@ -206,7 +217,7 @@ def test_push_killed_between_upload_and_links_then_rerun(
 def test_migrate_killed_in_download_upload_and_linking_then_rerun(
     make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Kills mid-download (partial cache file), mid-upload and mid-linking; the final re-run equals an undisturbed one."""
+    """Kills mid-download (partial cache file), mid-upload, mid-linking; the last re-run equals an undisturbed one."""
     archive, leaf = _large_v1(tmp_path, 140 << 20)
 
     def seed(standin: RunningStandin) -> None:
