@@ -28,6 +28,7 @@ from bench_push import (
     MIB,
     api_post,
     bench_standin,
+    group_cpu_seconds,
     init_prefect_home,
     prefect_env,
     prefect_server,
@@ -137,12 +138,20 @@ def main() -> None:
                         extra["PREFECT_API_URL"] = server_url
                     env = tool_env(standin.client_env({}), os.environ.get("DOCKER_HOST", "unix:///nonexistent"),
                                    work / f"home-c{c}", extra)
+                    assert standin.process is not None
+                    cpu_before = (group_cpu_seconds(standin.process.pid),
+                                  group_cpu_seconds(bench_push.SERVER_PGID) if bench_push.SERVER_PGID else 0.0)
                     run = timed([str(BIN / "keepdocker"), "migrate", "--concurrency", str(c)], env)
+                    cpu = (f"CPU seconds: keepdocker {run.cpu:.1f}, stand-in "
+                           f"{group_cpu_seconds(standin.process.pid) - cpu_before[0]:.1f}")
+                    if bench_push.SERVER_PGID:
+                        cpu += f", Prefect server {group_cpu_seconds(bench_push.SERVER_PGID) - cpu_before[1]:.1f}"
                     last = run.stdout.splitlines()[-1] if run.stdout else ""
                     if not last.startswith(f"{len(archives)} migrated, 0 failed"):
                         raise SystemExit(f"the sweep did not migrate every image: {last!r}\n{run.stdout[-3000:]}")
                     detail = breakdown(server_url) if server_url else "ephemeral API: no per-task breakdown"
-                    print(f"concurrency {c}: seeded in {seeded:.1f} s; sweep {run.seconds:.1f} s ({last}); {detail}")
+                    print(f"concurrency {c}: seeded in {seeded:.1f} s; sweep {run.seconds:.1f} s ({last}); {detail}; "
+                          f"{cpu} (of {2 * run.seconds:.0f} on {os.cpu_count()} cores)", flush=True)
                     results.append((c, run.seconds, detail))
 
         if args.ephemeral:

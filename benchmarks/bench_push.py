@@ -15,8 +15,10 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +38,9 @@ BIN = Path(sys.executable).parent
 MIB = 1 << 20
 IMAGE, TAG = "bench/push", "v1"
 
+
+# The process group of the running `prefect server start` (for CPU accounting), or None.
+SERVER_PGID: int | None = None
 
 # A directory with a sitecustomize.py turning Nagle's algorithm off in socketserver handlers (None: stand-in as is).
 # The stand-in writes each response's headers and body in two sends on keep-alive connections, so Nagle holds the
@@ -108,6 +113,8 @@ def prefect_server(home: Path, startup_timeout: float = 180.0) -> Iterator[str]:
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
+    global SERVER_PGID
+    SERVER_PGID = proc.pid
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -124,6 +131,7 @@ def prefect_server(home: Path, startup_timeout: float = 180.0) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
+        SERVER_PGID = None
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started (uvicorn runs inside it)
             try:
@@ -168,16 +176,36 @@ class Timed:
     seconds: float
     stdout: str
     stderr: str = field(repr=False)
+    cpu: float = 0.0  # user + system seconds of the command and its children
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> Timed:
     """Run ``cmd`` to completion and time it; fail loudly when it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return Timed(elapsed, proc.stdout.strip(), proc.stderr)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timed(elapsed, proc.stdout.strip(), proc.stderr, cpu)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system seconds used so far by the live processes of process group ``pgid`` (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...; utime, stime at 11, 12
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 # Where compiled bytecode goes (None: as the environment says). This sandbox sets PYTHONDONTWRITEBYTECODE=1, so
@@ -219,51 +247,67 @@ def tool_env(standin_env: dict[str, str], docker_host: str, home: Path, extra: d
 
 @dataclass
 class ModeResult:
-    """The four timings of one Prefect mode, and keepdocker's breakdown of its first push."""
+    """One Prefect mode: per tool, the first-push and re-push seconds of every repeat; keepdocker's breakdown."""
 
     mode: str
-    kd_first: float
-    kd_again: float
-    arv_first: float
-    arv_again: float
+    first: dict[str, list[float]] = field(default_factory=dict)
+    again: dict[str, list[float]] = field(default_factory=dict)
     breakdown: str = ""
 
+    def median(self, which: str, tool: str) -> float:
+        """The median seconds of ``which`` ("first" or "again") for ``tool``."""
+        return statistics.median(getattr(self, which)[tool])
 
-def run_mode(mode: str, work: Path, docker_host: str, image_bytes: int, server_url: str | None) -> ModeResult:
-    """First push and re-push with each tool, each tool on a fresh stand-in."""
+
+def push_twice(tool: str, mode: str, work: Path, docker_host: str, image_bytes: int, extra: dict[str, str]) -> tuple[
+    float, float
+]:
+    """On a fresh stand-in, HOME and cache: ``tool``'s first push (checked to upload) and re-push, in seconds."""
+    with bench_standin(work / "standin") as standin:
+        env = tool_env(standin.client_env({}), docker_host, work / "home", extra)
+        cmd = [str(BIN / tool), *(["push"] if tool == "keepdocker" else []), IMAGE, TAG]
+        before = standin.stats()["requests"].get("keep PUT bytes", 0)
+        first = timed(cmd, env)
+        uploaded = standin.stats()["requests"].get("keep PUT bytes", 0) - before
+        if uploaded < image_bytes * 0.9:
+            raise SystemExit(f"{tool}'s first push uploaded only {uploaded} bytes: it did not really upload")
+        again = timed(cmd, env)
+        if again.stdout != first.stdout:
+            raise SystemExit(f"{tool}: re-push printed {again.stdout!r}, first push {first.stdout!r}")
+    print(f"  [{mode}] {tool:15} first {first.seconds:6.1f} s ({uploaded / MIB:.0f} MiB to Keep), "
+          f"re-push {again.seconds:5.1f} s -> {first.stdout}", flush=True)
+    return first.seconds, again.seconds
+
+
+def push_breakdown(server_url: str) -> str:
+    """Flow and task seconds of the newest two push-image runs (first push, then re-push) on the server."""
+    runs = api_post(server_url, "/flow_runs/filter", {
+        "flows": {"name": {"any_": ["push-image"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2,
+    })
+    parts = []
+    for label, run in zip(("re-push", "first push"), runs, strict=False):
+        per = {str(t["name"]).split("-")[0]: round(_seconds(t), 2) for t in task_runs(server_url, run["id"])}
+        parts.append(f"{label}: flow {_seconds(run):.1f} s, tasks {per}")
+    return "; ".join(reversed(parts))
+
+
+def run_mode(
+    mode: str, work: Path, docker_host: str, image_bytes: int, server_url: str | None, repeat: int
+) -> ModeResult:
+    """``repeat`` rounds of both tools (order alternating per round), each push pair on its own fresh stand-in."""
     extra = prefect_env(work / "prefect-home")
     if server_url:
         extra["PREFECT_API_URL"] = server_url
-    times: dict[str, tuple[float, float]] = {}
-    breakdown = ""
-    for tool in ("keepdocker", "arv-keepdocker"):
-        with bench_standin(work / f"standin-{tool}") as standin:
-            env = tool_env(standin.client_env({}), docker_host, work / f"home-{tool}", extra)
-            cmd = [str(BIN / tool), *(["push"] if tool == "keepdocker" else []), IMAGE, TAG]
-            before = standin.stats()["requests"].get("keep PUT bytes", 0)
-            first = timed(cmd, env)
-            uploaded = standin.stats()["requests"].get("keep PUT bytes", 0) - before
-            if uploaded < image_bytes * 0.9:
-                raise SystemExit(f"{tool}'s first push uploaded only {uploaded} bytes: it did not really upload")
-            again = timed(cmd, env)
-            if again.stdout != first.stdout:
-                raise SystemExit(f"{tool}: re-push printed {again.stdout!r}, first push {first.stdout!r}")
-            times[tool] = (first.seconds, again.seconds)
-            print(f"  [{mode}] {tool:15} first {first.seconds:6.1f} s ({uploaded / MIB:.0f} MiB to Keep), "
-                  f"re-push {again.seconds:5.1f} s -> {first.stdout}")
+    result = ModeResult(mode)
+    tools = ["keepdocker", "arv-keepdocker"]
+    for n in range(repeat):
+        for tool in tools if n % 2 == 0 else tools[::-1]:
+            first, again = push_twice(tool, mode, work / f"{tool}-{n}", docker_host, image_bytes, extra)
+            result.first.setdefault(tool, []).append(first)
+            result.again.setdefault(tool, []).append(again)
             if tool == "keepdocker" and server_url:
-                # The re-push is the newest run; read the first push (second newest) instead.
-                runs = api_post(server_url, "/flow_runs/filter", {
-                    "flows": {"name": {"any_": ["push-image"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2,
-                })
-                parts = []
-                for label, run in zip(("re-push", "first push"), runs, strict=False):
-                    tasks = task_runs(server_url, run["id"])
-                    per = {str(t["name"]).split("-")[0]: round(_seconds(t), 2) for t in tasks}
-                    parts.append(f"{label}: flow {_seconds(run):.1f} s, tasks {per}")
-                breakdown = "; ".join(reversed(parts))
-    return ModeResult(mode, times["keepdocker"][0], times["keepdocker"][1], times["arv-keepdocker"][0],
-                      times["arv-keepdocker"][1], breakdown)
+                result.breakdown = push_breakdown(server_url)
+    return result
 
 
 def main() -> None:
@@ -271,6 +315,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=int, default=500, help="image payload in MiB (default 500)")
     parser.add_argument("--modes", default="server,ephemeral", help="Prefect modes to run (server, ephemeral)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per mode; medians are reported (default 3)")
     parser.add_argument(
         "--standin-as-is", action="store_true",
         help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
@@ -309,26 +354,34 @@ def main() -> None:
             init_prefect_home(mwork / "prefect-home")
             if mode == "server":
                 with prefect_server(mwork / "prefect-server") as url:
-                    results.append(run_mode(mode, mwork, engine.host, saved_bytes, url))
+                    results.append(run_mode(mode, mwork, engine.host, saved_bytes, url, args.repeat))
             elif mode == "ephemeral":
-                results.append(run_mode(mode, mwork, engine.host, saved_bytes, None))
+                results.append(run_mode(mode, mwork, engine.host, saved_bytes, None, args.repeat))
             else:
                 raise SystemExit(f"unknown mode {mode!r}")
+    kd, arv = "keepdocker", "arv-keepdocker"
     print()
+    print(f"medians of {args.repeat} round(s); wall seconds of the whole command")
     print(f"{'mode':10} {'kd first':>9} {'arv first':>9} {'ratio':>6}   {'kd again':>8} {'arv again':>9} {'ratio':>6}")
     for r in results:
-        print(f"{r.mode:10} {r.kd_first:8.1f}s {r.arv_first:8.1f}s {r.kd_first / r.arv_first:6.2f}   "
-              f"{r.kd_again:7.1f}s {r.arv_again:8.1f}s {r.kd_again / r.arv_again:6.2f}")
+        print(f"{r.mode:10} {r.median('first', kd):8.1f}s {r.median('first', arv):8.1f}s "
+              f"{r.median('first', kd) / r.median('first', arv):6.2f}   {r.median('again', kd):7.1f}s "
+              f"{r.median('again', arv):8.1f}s {r.median('again', kd) / r.median('again', arv):6.2f}")
+    for r in results:
+        runs = ", ".join(
+            f"{t}: first {[round(x, 1) for x in r.first[t]]}, again {[round(x, 1) for x in r.again[t]]}"
+            for t in r.first
+        )
+        print(f"all runs [{r.mode}] {runs}")
     for r in results:
         if r.breakdown:
-            print(f"keepdocker [{r.mode}] {r.breakdown}")
+            print(f"keepdocker [{r.mode}] last round: {r.breakdown}")
     for r in results:
         if r.mode == "server":
-            first_ok = r.kd_first / r.arv_first <= 1.0
-            again_ok = r.kd_again < 5.0
-            print(f"targets (server): first push ratio {r.kd_first / r.arv_first:.2f} <= 1.0: "
-                  f"{'met' if first_ok else 'MISSED'}; re-push {r.kd_again:.1f} s < 5 s: "
-                  f"{'met' if again_ok else 'MISSED'}")
+            ratio = r.median("first", kd) / r.median("first", arv)
+            again = r.median("again", kd)
+            print(f"targets (server): first push ratio {ratio:.2f} <= 1.0: {'met' if ratio <= 1.0 else 'MISSED'}; "
+                  f"re-push {again:.1f} s < 5 s: {'met' if again < 5.0 else 'MISSED'}")
 
 
 if __name__ == "__main__":
