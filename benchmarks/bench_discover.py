@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def main() -> None:
         help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
     )
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if not args.sdk_long_get:
         # googleapiclient turns a GET longer than 2048 characters (a batched `in` filter) into a POST with
         # X-HTTP-Method-Override: GET and a form-encoded body. Arvados accepts that; the stand-in answers 400 so far,
@@ -130,6 +132,8 @@ def main() -> None:
         best = min(times)
         verdict = "met" if max(times) < TARGET_SECONDS else "MISSED"
         print(f"discover: {times[0]:.2f} s cold, {best:.2f} s best; target < {TARGET_SECONDS:.0f} s: {verdict}")
+
+    print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,7 @@ def main() -> None:
         help="keep PYTHONDONTWRITEBYTECODE as set (every command recompiles what it imports)",
     )
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-migrate-", dir="/tmp") as tmp:
         work = Path(tmp)
@@ -172,6 +173,7 @@ def main() -> None:
             verdict = "met" if seconds / hashing <= TARGET_RATIO else "MISSED"
             print(f"target: sweep at concurrency 2 within {TARGET_RATIO:.0f}x hashing: "
                   f"{seconds / hashing:.2f}x, {verdict}")
+    print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

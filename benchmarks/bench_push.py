@@ -325,6 +325,7 @@ def main() -> None:
         help="keep PYTHONDONTWRITEBYTECODE as set (every command recompiles what it imports)",
     )
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     global PYCACHE, NODELAY_DIR
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: list[ModeResult] = []
@@ -382,6 +383,7 @@ def main() -> None:
             again = r.median("again", kd)
             print(f"targets (server): first push ratio {ratio:.2f} <= 1.0: {'met' if ratio <= 1.0 else 'MISSED'}; "
                   f"re-push {again:.1f} s < 5 s: {'met' if again < 5.0 else 'MISSED'}")
+    print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
