@@ -113,3 +113,14 @@ def test_offline_seeding_on_a_stopped_data_dir(tmp_path: Path) -> None:
         assert status == 200 and page["items_available"] == 1
         assert page["items"][0]["head_uuid"] == seeded[7].collection_uuid
         assert standin.stats()["records"]["collections"] == 300
+
+
+def test_long_list_queries_sent_as_post_override_work(standin: RunningStandin) -> None:
+    """A list whose URL exceeds 2048 characters (the SDK then POSTs with X-HTTP-Method-Override: GET) still works."""
+    api = _api(standin)
+    created = [
+        api.collections().create(body={"name": f"c{i}", "manifest_text": ""}).execute()["uuid"] for i in range(3)
+    ]
+    wanted = created + [f"zzzzz-4zz18-{i:015d}" for i in range(300)]
+    found = list(arvados.util.keyset_list_all(api.collections().list, filters=[["uuid", "in", wanted]]))
+    assert sorted(c["uuid"] for c in found) == sorted(created)
