@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import googleapiclient.http
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_push
@@ -86,28 +84,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000, help="v1 images to seed (default 10000)")
     parser.add_argument("--migrated", type=int, default=0, help="how many of them already have a migration link")
     parser.add_argument("--runs", type=int, default=2, help="discovery runs (each timed; the first is cold)")
-    parser.add_argument(
-        "--sdk-long-get", action="store_true",
-        help="leave the SDK's long-GET rewrite on (POST + X-HTTP-Method-Override + form body), which the stand-in "
-        "does not accept yet",
-    )
-    parser.add_argument(
-        "--standin-as-is", action="store_true",
-        help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
-    )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    if not args.sdk_long_get:
-        # googleapiclient turns a GET longer than 2048 characters (a batched `in` filter) into a POST with
-        # X-HTTP-Method-Override: GET and a form-encoded body. Arvados accepts that; the stand-in answers 400 so far,
-        # so send such lists as plain long GETs: the same requests and the same server-side work.
-        googleapiclient.http.MAX_URI_LENGTH = 60_000
-        print("note: long list GETs sent as GET (the stand-in does not accept X-HTTP-Method-Override yet)")
     with tempfile.TemporaryDirectory(prefix="bench-discover-", dir="/tmp") as tmp:
         root = Path(tmp) / "standin"
-        if not args.standin_as_is:
-            bench_push.NODELAY_DIR = bench_push.install_nodelay(Path(tmp) / "nodelay")
-        print(f"stand-in: {'TCP_NODELAY' if bench_push.NODELAY_DIR else 'as is (Nagle on)'}")
         expected, seed_seconds = seed_store(root, args.images, args.migrated)
         print(f"seeded {args.images} v1 images ({args.migrated} already migrated) in {seed_seconds:.1f} s")
         with bench_push.bench_standin(root) as standin:

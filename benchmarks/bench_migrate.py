@@ -96,10 +96,6 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,2", help="sweep concurrencies to time (default 1,2)")
     parser.add_argument("--ephemeral", action="store_true", help="run the flow on the ephemeral API (no server)")
     parser.add_argument(
-        "--standin-as-is", action="store_true",
-        help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
-    )
-    parser.add_argument(
         "--no-bytecode-cache", action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE as set (every command recompiles what it imports)",
     )
@@ -111,10 +107,7 @@ def main() -> None:
         if not args.no_bytecode_cache:
             bench_push.PYCACHE = work / "pycache"
             bench_push.warm_bytecode()
-        if not args.standin_as_is:
-            bench_push.NODELAY_DIR = bench_push.install_nodelay(work / "nodelay")
-        print(f"bytecode: {'cached' if bench_push.PYCACHE else 'as the environment says'}; "
-              f"stand-in: {'TCP_NODELAY' if bench_push.NODELAY_DIR else 'as is (Nagle on)'}")
+        print(f"bytecode: {'cached' if bench_push.PYCACHE else 'as the environment says'}")
         started = time.perf_counter()
         archives: list[tuple[Path, str]] = []
         for i in range(args.images):

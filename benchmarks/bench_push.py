@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,36 +42,10 @@ IMAGE, TAG = "bench/push", "v1"
 # The process group of the running `prefect server start` (for CPU accounting), or None.
 SERVER_PGID: int | None = None
 
-# A directory with a sitecustomize.py turning Nagle's algorithm off in socketserver handlers (None: stand-in as is).
-# The stand-in writes each response's headers and body in two sends on keep-alive connections, so Nagle holds the
-# body until the client's delayed ACK (~40 ms per API request through the SDK); real Arvados servers set TCP_NODELAY.
-NODELAY_DIR: Path | None = None
-
-
-def install_nodelay(directory: Path) -> Path:
-    """Write the sitecustomize.py that sets ``socketserver.StreamRequestHandler.disable_nagle_algorithm``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sitecustomize.py").write_text(
-        "import socketserver\nsocketserver.StreamRequestHandler.disable_nagle_algorithm = True\n"
-    )
-    return directory
-
-
 @contextmanager
 def bench_standin(data_dir: Path) -> Iterator[RunningStandin]:
-    """A stand-in subprocess for a benchmark (with NODELAY_DIR on its PYTHONPATH when set); stopped at the end."""
-    saved = os.environ.get("PYTHONPATH")
-    stack = ExitStack()
-    try:
-        if NODELAY_DIR is not None:
-            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(NODELAY_DIR), saved) if p)
-        standin = stack.enter_context(running_standin(data_dir))
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
-    with stack:
+    """A stand-in subprocess for a benchmark, stopped by PID at the end."""
+    with running_standin(data_dir) as standin:
         yield standin
 
 
@@ -317,16 +291,12 @@ def main() -> None:
     parser.add_argument("--modes", default="server,ephemeral", help="Prefect modes to run (server, ephemeral)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per mode; medians are reported (default 3)")
     parser.add_argument(
-        "--standin-as-is", action="store_true",
-        help="leave Nagle's algorithm on in the stand-in (~40 ms extra per API request, unlike real Arvados)",
-    )
-    parser.add_argument(
         "--no-bytecode-cache", action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE as set (every command recompiles what it imports)",
     )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-    global PYCACHE, NODELAY_DIR
+    global PYCACHE
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: list[ModeResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-push-", dir="/tmp") as tmp, private_engine() as engine:
@@ -334,10 +304,7 @@ def main() -> None:
         if not args.no_bytecode_cache:
             PYCACHE = work / "pycache"
             warm_bytecode()
-        if not args.standin_as_is:
-            NODELAY_DIR = install_nodelay(work / "nodelay")
-        print(f"bytecode: {'cached in ' + str(PYCACHE) if PYCACHE else 'as the environment says'}; "
-              f"stand-in: {'TCP_NODELAY' if NODELAY_DIR else 'as is (Nagle on)'}")
+        print(f"bytecode: {'cached in ' + str(PYCACHE) if PYCACHE else 'as the environment says'}")
         started = time.perf_counter()
         image_id = build_image(engine.host, IMAGE, TAG, seed=500, payload_bytes=args.mib * MIB)
         built = time.perf_counter() - started
