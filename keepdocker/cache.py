@@ -317,7 +317,14 @@ class TarCache:
     def _locked(self, key: str, mode: int, blocking: bool = True) -> Iterator[bool]:
         """Hold ``mode`` (LOCK_EX/LOCK_SH) on the key's lock file; yield False if non-blocking and busy."""
         lock_path = self._paths(key)[2]
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:  # O_NOFOLLOW: a symlink planted as a lock file must not make us create or open a file elsewhere
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise CacheError(
+                f"cache lock file {lock_path} is a symbolic link; remove it (the cache directory should be private)"
+            ) from exc
         try:
             try:
                 fcntl.flock(fd, mode | (0 if blocking else fcntl.LOCK_NB))

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,9 +123,11 @@ class _HashingFile:
 
 def download_tar(session: ArvadosSession, locator: str, dest: Path, progress: Progress | None = None) -> DownloadedTar:
     """Stream the single tar of collection ``locator`` to ``dest`` atomically, hashing it on the way."""
-    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    # mkstemp: a fresh name opened O_EXCL, so a symlink planted at a predictable temporary name is never followed.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
     try:
-        with tmp.open("wb") as f:
+        with os.fdopen(fd, "wb") as f:
             out = _HashingFile(f)
             filename, size = stream_tar(session, locator, out, progress)
         os.replace(tmp, dest)
