@@ -239,3 +239,20 @@ def test_pull_refreshes_before_pushing(arvados: ArvadosSession, engine_env: str,
     result = push_image(PushRequest(image=f"{name}:v1", pull=True))
     assert result.image_id == new
     assert result.tags == [f"{name}:v1"]
+
+
+@pytest.mark.engine
+def test_images_table_matches_arv_keepdocker(arvados: ArvadosSession, engine_env: str) -> None:
+    """`keepdocker images` prints the same table as `arv-keepdocker images`, in full and filtered."""
+    for seed, (repo, tag) in enumerate([("kd/list-a", "v1"), ("kd/list-b", "v2")], start=31):
+        build_image(engine_env, repo, tag, seed=seed)
+        push_image(PushRequest(image=f"{repo}:{tag}"))
+    build_image(engine_env, "kd/list-a", "v3", seed=33)
+    assert _run("arv-keepdocker", "kd/list-a", "v3").returncode == 0
+    ours = _run("keepdocker", "images")
+    theirs = _run("arv-keepdocker", "images")
+    assert ours.returncode == theirs.returncode == 0, ours.stderr
+    assert ours.stdout == theirs.stdout
+    assert len(ours.stdout.splitlines()) == 4
+    filtered = _run("keepdocker", "images", "kd/list-a", "v3").stdout.splitlines()
+    assert len(filtered) == 2 and filtered[1].split()[:2] == ["kd/list-a", "v3"]
