@@ -13,13 +13,13 @@ from pydantic import BaseModel
 
 from flows.params import PushRequest
 from keepdocker.arv.catalog import collection_name
-from keepdocker.errors import KeepdockerError, MalformedArchiveError
+from keepdocker.errors import CacheCorruptError, KeepdockerError, MalformedArchiveError
 from keepdocker.images.docker_archive import read_archive
 from tasks.discover import PushPlan, discover_push, raw_created
 from tasks.history import history_row, record_history
 from tasks.link import link_image
 from tasks.pull import pull_image
-from tasks.results import remove_quietly
+from tasks.results import PlacedCollection, remove_quietly
 from tasks.save import save
 from tasks.upgrade import upgrade
 from tasks.upload import upload
@@ -60,43 +60,69 @@ def _history_name(request: PushRequest, plan: PushPlan | None, image_id: str) ->
     return image_id or request.image
 
 
-@flow(name="push-image")
-def push_image(request: PushRequest) -> PushResult:
-    """Push ``request.image`` into Arvados; returns the collection, PDH, image ID and the action taken."""
+def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[str, str, str | None]:
+    """The archive to upload for --from-archive (v1 upgraded on the way): path, image ID, created."""
+    path = request.from_archive or ""
+    if plan.archive_format != "v1":
+        return path, plan.image_id or "", plan.created
+    v2 = upgrade(path, _fingerprint(path), [plan.repo_tag] if plan.repo_tag else [])
+    work_files.append(v2.path)
+    image_id, created = _archive_identity(v2.path)
+    return v2.path, image_id, created
+
+
+def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[PlacedCollection, str]:
+    """Save (when Arvados lacks the image) and place it; a cache entry found damaged at upload is saved once more."""
     logger = get_run_logger()
-    started = time.monotonic()
-    plan: PushPlan | None = None
-    image_id = ""
-    try:
-        if request.pull:
-            pull_image(request.image, request.tag)
-        plan = discover_push(request)
-        image_id, created = plan.image_id or "", plan.created
-        tar: str | None = None
-        work_files: list[str] = []
-        if plan.source == "archive" and request.from_archive:
-            if plan.archive_format == "v1":
-                tags = [plan.repo_tag] if plan.repo_tag else []
-                v2 = upgrade(request.from_archive, _fingerprint(request.from_archive), tags)
-                tar = v2.path
-                work_files.append(v2.path)
-                image_id, created = _archive_identity(v2.path)
-            else:
-                tar = request.from_archive
-        elif plan.source == "engine" and (request.force or not plan.in_arvados):
+    image_id, created = plan.image_id or "", plan.created
+    tar, tar_sha256 = None, ""
+    if plan.source == "archive":
+        tar, image_id, created = _from_archive(request, plan, work_files)
+    for attempt in (1, 2):
+        if plan.source == "engine" and (request.force or not plan.in_arvados):
             saved = save(plan.engine_id or "")
-            tar = saved.path
+            tar, tar_sha256 = saved.path, saved.sha256
             work_files.append(saved.path)
             archive_id, created = _archive_identity(saved.path)
             if image_id and archive_id != image_id:
                 logger.warning(
-                    "engine ID %s differs from the archive's config digest %s; using the latter", image_id, archive_id
+                    "engine ID %s is not the archive's config digest %s: using the latter", image_id, archive_id
                 )
             image_id = archive_id
         name = request.name or collection_name(image_id, plan.repo_tag)
-        placed = upload(
-            tar, image_id, plan.owner_uuid, name, plan.repo_tag, request.force, created, request.credentials_block
-        )
+        try:
+            placed = upload(
+                tar,
+                image_id,
+                plan.owner_uuid,
+                name,
+                plan.repo_tag,
+                request.force,
+                created,
+                request.credentials_block,
+                tar_sha256,
+            )
+            return placed, image_id
+        except CacheCorruptError:
+            if attempt == 2 or not tar_sha256:
+                raise
+            logger.warning("the saved archive of %s was damaged in the cache; saving it again", image_id[:19])
+    raise AssertionError("unreachable")
+
+
+@flow(name="push-image")
+def push_image(request: PushRequest) -> PushResult:
+    """Push ``request.image`` into Arvados; returns the collection, PDH, image ID and the action taken."""
+    started = time.monotonic()
+    plan: PushPlan | None = None
+    image_id = ""
+    work_files: list[str] = []
+    try:
+        if request.pull:
+            pull_image(request.image, request.tag)
+        plan = discover_push(request)
+        image_id = plan.image_id or ""
+        placed, image_id = _save_and_upload(request, plan, work_files)
         tags = [plan.repo_tag] if plan.repo_tag else []
         links = link_image(
             placed.uuid, image_id, tags, plan.owner_uuid, placed.image_timestamp, request.credentials_block
@@ -131,5 +157,5 @@ def push_image(request: PushRequest) -> PushResult:
             seconds=result.seconds,
         ),
     )
-    logger.info("%s %s: collection %s (%s)", placed.action, image_id[:19], placed.uuid, placed.pdh)
+    get_run_logger().info("%s %s: collection %s (%s)", placed.action, image_id[:19], placed.uuid, placed.pdh)
     return result

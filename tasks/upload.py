@@ -9,8 +9,9 @@ from prefect.logging import get_run_logger
 
 from keepdocker.arv.push import Action, find_existing, place_image
 from keepdocker.cache import TarCache
+from keepdocker.errors import CacheCorruptError
 from tasks.policy import IO_RETRY
-from tasks.results import PlacedCollection
+from tasks.results import PlacedCollection, remove_quietly
 from tasks.session import arvados_session
 
 __all__ = ["upload"]
@@ -26,6 +27,7 @@ def upload(
     force: bool = False,
     created: str | None = None,
     credentials_block: str | None = None,
+    tar_sha256: str = "",
 ) -> PlacedCollection:
     """The collection holding ``image_id`` for ``owner_uuid``: found, copied (no Keep traffic) or uploaded."""
     logger = get_run_logger()
@@ -42,15 +44,21 @@ def upload(
     # waits here, then finds the collection the first one made instead of uploading it again.
     with TarCache.from_env().exclusive(f"place-{owner_uuid}-{image_id}"):
         existing = find_existing(session, image_id, owner_uuid)
-        ref, action = place_image(
-            session,
-            existing,
-            tar=Path(tar) if tar else None,
-            name=name,
-            repo_tag=repo_tag,
-            force=force,
-            progress=progress,
-        )
+        try:
+            ref, action = place_image(
+                session,
+                existing,
+                tar=Path(tar) if tar else None,
+                name=name,
+                repo_tag=repo_tag,
+                force=force,
+                progress=progress,
+                expected_sha256=tar_sha256,
+            )
+        except CacheCorruptError as exc:
+            # Retrying the upload cannot mend the file: drop it and let the flow save it again.
+            remove_quietly(tar or "")
+            raise CacheCorruptError(exc.message, temporary=False) from exc
     timestamp = existing.image_timestamp if action is not Action.UPLOADED and existing.image_timestamp else created
     logger.info("%s: %s collection %s (%s)", image_id[:19], action.value, ref.uuid, ref.pdh)
     return PlacedCollection(uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=action.value, image_timestamp=timestamp)

@@ -147,6 +147,7 @@ def upload_image(
     owner_uuid: str,
     repo_tag: str | None,
     progress: Progress | None = None,
+    expected_sha256: str = "",
 ) -> CollectionRef:
     """Upload the saved tar as `<image id>.tar` into a new collection owned by ``owner_uuid``."""
     return upload_tar(
@@ -157,6 +158,7 @@ def upload_image(
         owner_uuid=owner_uuid,
         properties={REPO_TAG_PROPERTY: repo_tag, IMAGE_HASH_PROPERTY: image_id},
         progress=progress,
+        expected_sha256=expected_sha256,
     )
 
 
@@ -199,6 +201,7 @@ def place_image(
     repo_tag: str | None,
     force: bool = False,
     progress: Progress | None = None,
+    expected_sha256: str = "",
 ) -> tuple[CollectionRef, Action]:
     """Reuse the owner's copy, copy another readable one, or upload ``tar``: the collection the image lives in."""
     if not force:
@@ -210,6 +213,13 @@ def place_image(
     if tar is None:
         raise ImageNotFoundError(f"image {existing.image_id} has no local archive and no readable copy in Arvados")
     ref = upload_image(
-        session, tar, existing.image_id, name=name, owner_uuid=existing.owner_uuid, repo_tag=repo_tag, progress=progress
+        session,
+        tar,
+        existing.image_id,
+        name=name,
+        owner_uuid=existing.owner_uuid,
+        repo_tag=repo_tag,
+        progress=progress,
+        expected_sha256=expected_sha256,
     )
     return ref, Action.UPLOADED

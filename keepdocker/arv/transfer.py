@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Protocol
 import arvados.collection
 
 from keepdocker.arv.client import ArvadosSession, arvados_errors
-from keepdocker.errors import ArvadosError, CacheFullError
+from keepdocker.errors import ArvadosError, CacheCorruptError, CacheFullError
 
 __all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
 
@@ -50,18 +50,31 @@ def upload_tar(
     owner_uuid: str | None,
     properties: dict[str, Any],
     progress: Progress | None = None,
+    expected_sha256: str = "",
 ) -> CollectionRef:
-    """Write ``path`` into a new collection as its single file ``filename``; the name is made unique if taken."""
+    """Write ``path`` into a new collection as its single file ``filename``; the name is made unique if taken.
+
+    With ``expected_sha256`` (recorded when the file was written), the bytes are hashed on the way and a mismatch
+    raises CacheCorruptError before any collection is created: a damaged cache entry is never published.
+    """
     total = path.stat().st_size
+    digest = hashlib.sha256() if expected_sha256 else None
     with arvados_errors(f"uploading {path.name} to Keep"):
         coll = arvados.collection.Collection(api_client=session.api, num_retries=4, put_threads=2)
         done = 0
         with path.open("rb") as src, coll.open(filename, "wb") as out:
             while chunk := src.read(CHUNK * 8):
+                if digest is not None:
+                    digest.update(chunk)
                 out.write(chunk)
                 done += len(chunk)
                 if progress:
                     progress(done, total)
+        if digest is not None and digest.hexdigest() != expected_sha256:
+            raise CacheCorruptError(
+                f"{path} changed since it was saved (sha256 {digest.hexdigest()[:12]}, recorded "
+                f"{expected_sha256[:12]}); nothing was published: retry to save it again"
+            )
         coll.save_new(
             name=name,
             owner_uuid=owner_uuid,

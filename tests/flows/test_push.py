@@ -256,3 +256,32 @@ def test_images_table_matches_arv_keepdocker(arvados: ArvadosSession, engine_env
     assert len(ours.stdout.splitlines()) == 4
     filtered = _run("keepdocker", "images", "kd/list-a", "v3").stdout.splitlines()
     assert len(filtered) == 2 and filtered[1].split()[:2] == ["kd/list-a", "v3"]
+
+
+@pytest.mark.engine
+def test_damaged_cache_entry_is_saved_again_not_published(arvados: ArvadosSession, engine_env: str) -> None:
+    """A saved tar damaged in the cache (same size and mtime) is caught at upload, saved again, then published."""
+    import os
+
+    from keepdocker.cache import TarCache
+    from keepdocker.engine import DockerEngine
+
+    image_id = build_image(engine_env, "kd/damaged", "v1", seed=41, payload_bytes=1 << 20)
+    with DockerEngine(engine_env) as engine:
+        entry = engine.save_cached(TarCache.from_env(), image_id)
+    st = entry.path.stat()
+    with entry.path.open("r+b") as f:
+        f.seek(st.st_size // 2)
+        byte = f.read(1)
+        f.seek(st.st_size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(entry.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    result = push_image(PushRequest(image="kd/damaged:v1"))
+    assert (result.action, result.image_id) == ("uploaded", image_id)
+    name, data = _single_file(arvados, result.collection_uuid)
+    assert name == f"{image_id}.tar"
+    client = docker.DockerClient(base_url=engine_env)
+    client.images.remove(image_id, force=True)
+    assert [i.id for i in client.images.load(data)] == [image_id]
+    assert len(keyset(arvados, "collections", [])) == 1
