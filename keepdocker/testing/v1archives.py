@@ -731,13 +731,3 @@ def run_fuzz(count: int, seed: int = 0, workdir: Path | None = None) -> FuzzRepo
                 report.refused[outcome] = report.refused.get(outcome, 0) + 1
     return report
 
-
-if __name__ == "__main__":  # pragma: no cover - manual long runs: python -m keepdocker.testing.v1archives 10000
-    import sys
-
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    result = run_fuzz(n, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
-    print(f"cases={result.cases} accepted={result.accepted} refused={result.refused} failures={len(result.failures)}")
-    for case, tb in result.failures[:5]:
-        print(f"--- case {case}\n{tb}")
-    sys.exit(1 if result.failures else 0)
