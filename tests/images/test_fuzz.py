@@ -1,7 +1,7 @@
 """Property test: mutated archives (bit flips, truncation, header edits) end only in success or our own errors.
 
 CI-sized by default; set KEEPDOCKER_FUZZ_EXAMPLES for longer runs, or call
-``keepdocker.testing.v1archives.run_fuzz(count, seed)`` (``python -m keepdocker.testing.v1archives 10000``).
+``keepdocker.testing.v1archives.run_fuzz(count, seed)`` (``uv run python benchmarks/fuzz_reader.py``).
 """
 
 from __future__ import annotations
