@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +27,8 @@ __all__ = ["ArvadosConfig", "ArvadosSession", "arvados_errors", "connect"]
 # The SDK retries 5xx/408/409/423/429 itself with rand()*2**n backoff; keep that short and let the
 # flow's task retries (which follow each error's temporary mark) do the patient part.
 SDK_RETRIES = 4
+# A full local disk while streaming from Keep is not a server fault (and retrying will not help).
+LOCAL_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -119,5 +121,7 @@ def arvados_errors(doing: str) -> Iterator[None]:
         if status is not None and (status >= 500 or status in (408, 409, 423, 429)):
             raise ArvadosUnavailableError(f"{doing}: server answered {status} ({reason}); retry later") from exc
         raise ArvadosError(f"{doing}: refused with HTTP {status} ({reason})") from exc
-    except (ConnectionError, TimeoutError, ssl.SSLError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno in LOCAL_DISK_FULL:
+            raise  # the local disk, not the server: the cache turns this into CacheFullError (permanent)
         raise ArvadosUnavailableError(f"{doing}: cannot reach the server ({_reason(exc)})") from exc

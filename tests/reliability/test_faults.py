@@ -370,6 +370,7 @@ def test_full_cache_fails_clearly_and_leaves_nothing(
     assert "1 failed" in done.stdout
     (row,) = [line for line in done.stdout.splitlines() if image.collection.pdh in line]
     assert "failed:" in row and ("space" in row or "budget" in row), row
+    assert "cannot reach" not in row, row  # a full local disk is not a server fault (and is not retried)
     print(f"\nFIGURES cache_full[{room}]: {row.split('failed: ', 1)[1]}")
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("keepdocker migrate: error: 1 of 1 image(s) failed"), last
