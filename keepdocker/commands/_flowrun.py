@@ -13,7 +13,9 @@ def prepare_prefect() -> None:
     """Defaults for a CLI run: results beside the tar cache, patient ephemeral start-up on small machines."""
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(default_cache_dir() / "prefect-results"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Failures reach the user as one line from the CLI shim; Prefect's own tracebacks stay in the run's logs
+    # (the API and UI). PREFECT_LOGGING_LEVEL=INFO shows progress on the console.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 

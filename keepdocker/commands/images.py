@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from keepdocker.arv.catalog import list_images
-from keepdocker.arv.client import connect
-
 
 def add_parser(sub: Any) -> None:
     """Register the command."""
@@ -22,6 +19,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print REPOSITORY, TAG, IMAGE ID, COLLECTION, CREATED rows, most preferred first."""
+    from keepdocker.arv.catalog import list_images  # the SDK loads slowly: only for this command
+    from keepdocker.arv.client import connect
+
     rows = list_images(connect(), args.image, args.tag, args.project_uuid)
     fmt = "{:30}  {:10}  {:12}  {:29}  {:20}"
     print(fmt.format("REPOSITORY", "TAG", "IMAGE ID", "COLLECTION", "CREATED"))
