@@ -75,13 +75,13 @@ def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]
     """Save (when Arvados lacks the image) and place it; a cache entry found damaged at upload is saved once more."""
     logger = get_run_logger()
     image_id, created = plan.image_id or "", plan.created
-    tar, tar_sha256, staged = None, "", ""
+    tar, tar_sha256 = None, ""
     if plan.source == "archive":
         tar, image_id, created = _from_archive(request, plan, work_files)
     for attempt in (1, 2):
         if plan.source == "engine" and (request.force or not plan.in_arvados):
-            saved = save(plan.engine_id or "", stage=attempt == 1, credentials_block=request.credentials_block)
-            tar, tar_sha256, staged = saved.path, saved.sha256, saved.staged_manifest
+            saved = save(plan.engine_id or "")
+            tar, tar_sha256 = saved.path, saved.sha256
             work_files.append(saved.path)
             archive_id, created = _archive_identity(saved.path)
             if image_id and archive_id != image_id:
@@ -101,7 +101,6 @@ def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]
                 created,
                 request.credentials_block,
                 tar_sha256,
-                staged,
             )
             return placed, image_id
         except CacheCorruptError:

@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import quote
 
 from keepdocker.errors import CacheCorruptError, CacheError, CacheFullError, UsageError
@@ -55,7 +54,6 @@ __all__ = [
     "CacheSink",
     "CachedFile",
     "TarCache",
-    "Tee",
     "Verification",
     "default_cache_dir",
     "parse_size",
@@ -157,23 +155,6 @@ class CacheSink:
     def hexdigest(self) -> str:
         """The sha256 of everything written."""
         return self._hash.hexdigest()
-
-
-class Tee:
-    """A writable that passes every write on to several sinks (a cache entry and a Keep stager, say)."""
-
-    def __init__(self, *sinks: CacheSink | _Writable) -> None:
-        self._sinks = sinks
-
-    def write(self, data: bytes, /) -> int:
-        """Write ``data`` to each sink in turn."""
-        for sink in self._sinks:
-            sink.write(data)
-        return len(data)
-
-
-class _Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
 
 
 class TarCache:

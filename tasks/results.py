@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from keepdocker.cache import TarCache
 from keepdocker.errors import CacheError
 
-__all__ = ["FileResult", "PlacedCollection", "SavedTar", "UpgradedArchive", "remove_quietly"]
+__all__ = ["FileResult", "PlacedCollection", "UpgradedArchive"]
 
 
 class FileResult(BaseModel):
@@ -29,12 +29,6 @@ class FileResult(BaseModel):
         """Describe ``path`` as it is now."""
         st = path.stat()
         return cls(path=str(path), size=st.st_size, sha256=sha256, mtime_ns=st.st_mtime_ns)
-
-
-class SavedTar(FileResult):
-    """A `docker save` archive in the cache, and the signed manifest of its bytes when they were staged in Keep."""
-
-    staged_manifest: str = ""
 
 
 class UpgradedArchive(FileResult):

@@ -28,7 +28,6 @@ def upload(
     created: str | None = None,
     credentials_block: str | None = None,
     tar_sha256: str = "",
-    staged_manifest: str = "",
 ) -> PlacedCollection:
     """The collection holding ``image_id`` for ``owner_uuid``: found, copied (no Keep traffic) or uploaded."""
     logger = get_run_logger()
@@ -55,7 +54,6 @@ def upload(
                 force=force,
                 progress=progress,
                 expected_sha256=tar_sha256,
-                staged_manifest=staged_manifest,
             )
         except CacheCorruptError as exc:
             # Retrying the upload cannot mend the file: drop it and let the flow save it again.

@@ -21,14 +21,8 @@ from keepdocker.arv.catalog import (
     missing_links,
 )
 from keepdocker.arv.client import ArvadosSession, arvados_errors
-from keepdocker.arv.transfer import CollectionRef, Progress, create_from_staged, single_tar, upload_tar
-from keepdocker.errors import (
-    ArvadosError,
-    ArvadosNotFoundError,
-    ArvadosPermissionError,
-    ConfigurationError,
-    ImageNotFoundError,
-)
+from keepdocker.arv.transfer import CollectionRef, Progress, single_tar, upload_tar
+from keepdocker.errors import ArvadosError, ArvadosNotFoundError, ConfigurationError, ImageNotFoundError
 
 __all__ = [
     "Action",
@@ -79,11 +73,6 @@ class Existing:
             if ts:
                 return str(ts)
         return None
-
-
-def image_properties(image_id: str, repo_tag: str | None) -> dict[str, Any]:
-    """The collection properties of an image: arv-keepdocker's repo-tag, and the image hash (found after a crash)."""
-    return {REPO_TAG_PROPERTY: repo_tag, IMAGE_HASH_PROPERTY: image_id}
 
 
 def check_image_format(session: ArvadosSession, force: bool) -> None:
@@ -142,7 +131,7 @@ def copy_into(
         "manifest_text": source["manifest_text"],
         "name": name,
         "owner_uuid": owner_uuid,
-        "properties": image_properties(image_id, repo_tag),
+        "properties": {REPO_TAG_PROPERTY: repo_tag, IMAGE_HASH_PROPERTY: image_id},
     }
     with arvados_errors(f"copying collection {source['uuid']} into {owner_uuid}"):
         rec = session.api.collections().create(body=body, ensure_unique_name=True).execute()
@@ -167,7 +156,7 @@ def upload_image(
         f"{image_id}.tar",
         name=name,
         owner_uuid=owner_uuid,
-        properties=image_properties(image_id, repo_tag),
+        properties={REPO_TAG_PROPERTY: repo_tag, IMAGE_HASH_PROPERTY: image_id},
         progress=progress,
         expected_sha256=expected_sha256,
     )
@@ -213,33 +202,14 @@ def place_image(
     force: bool = False,
     progress: Progress | None = None,
     expected_sha256: str = "",
-    staged_manifest: str = "",
 ) -> tuple[CollectionRef, Action]:
-    """Reuse the owner's copy, copy another readable one, or upload ``tar``: the collection the image lives in.
-
-    With ``staged_manifest`` (the tar's blocks already written to Keep while it was saved), the upload is only the
-    collection record; expired block signatures (an old cached save) fall back to uploading ``tar``.
-    """
+    """Reuse the owner's copy, copy another readable one, or upload ``tar``: the collection the image lives in."""
     if not force:
         if existing.owned is not None:
             return _ref(existing.owned), Action.PRESENT
         if existing.source is not None:
             copied = copy_into(session, existing.source, existing.owner_uuid, name, repo_tag, existing.image_id)
             return copied, Action.COPIED
-    if staged_manifest:
-        try:
-            ref = create_from_staged(
-                session,
-                staged_manifest,
-                f"{existing.image_id}.tar",
-                name=name,
-                owner_uuid=existing.owner_uuid,
-                properties=image_properties(existing.image_id, repo_tag),
-            )
-            return ref, Action.UPLOADED
-        except (ArvadosPermissionError, ArvadosNotFoundError):
-            if tar is None:
-                raise
     if tar is None:
         raise ImageNotFoundError(f"image {existing.image_id} has no local archive and no readable copy in Arvados")
     ref = upload_image(

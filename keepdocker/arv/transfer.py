@@ -6,7 +6,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,24 +13,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 import arvados.collection
-import arvados.errors
-import arvados.keep
 
 from keepdocker.arv.client import ArvadosSession, arvados_errors
-from keepdocker.errors import ArvadosError, ArvadosNotFoundError, CacheCorruptError, CacheFullError
+from keepdocker.errors import ArvadosError, CacheCorruptError, CacheFullError
 
-__all__ = [
-    "STAGED_NAME",
-    "CollectionRef",
-    "DownloadedTar",
-    "KeepStager",
-    "Writable",
-    "create_from_staged",
-    "download_tar",
-    "single_tar",
-    "stream_tar",
-    "upload_tar",
-]
+__all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
 
 CHUNK = 1 << 20
 Progress = Callable[[int, int], None]
@@ -101,63 +87,6 @@ def upload_tar(
     if not uuid:
         raise ArvadosError(f"uploading {path.name}: the server returned no collection UUID")
     return CollectionRef(uuid=str(uuid), pdh=str(pdh), size=total)
-
-
-STAGED_NAME = "staged.tar"
-
-
-class KeepStager:
-    """Writes a stream into Keep blocks as it arrives, before any collection exists (save and upload overlap).
-
-    ``finish()`` flushes the last block and returns the signed manifest of one file, ``staged.tar``;
-    ``create_from_staged`` later turns it into a collection with no further Keep traffic.
-    """
-
-    def __init__(self, session: ArvadosSession) -> None:
-        self._coll = arvados.collection.Collection(api_client=session.api, num_retries=4, put_threads=2)
-        self._file = self._coll.open(STAGED_NAME, "wb")
-        self.size = 0
-
-    def write(self, data: bytes, /) -> int:
-        """Queue ``data`` for Keep (full 64 MiB blocks are written by background threads)."""
-        with arvados_errors("staging an image tar in Keep"):
-            self._file.write(data)
-        self.size += len(data)
-        return len(data)
-
-    def finish(self) -> str:
-        """Flush everything to Keep; the signed manifest text."""
-        with arvados_errors("staging an image tar in Keep"):
-            self._file.close()
-            return str(self._coll.save_new(create_collection_record=False))
-
-
-def create_from_staged(
-    session: ArvadosSession,
-    manifest_text: str,
-    filename: str,
-    *,
-    name: str,
-    owner_uuid: str | None,
-    properties: dict[str, Any],
-) -> CollectionRef:
-    """A collection holding the staged tar as ``filename`` (the blocks are already in Keep)."""
-    # Staged blocks may come from an old cached save: make sure Keep still serves every one before relying on them.
-    keep = arvados.keep.KeepClient(api_client=session.api, num_retries=1)
-    for locator in sorted(set(re.findall(r"\b[0-9a-f]{32}\+\d+(?:\+\S+)?", manifest_text))):
-        try:
-            keep.head(locator)
-        except (arvados.errors.NotFoundError, arvados.errors.KeepReadError) as exc:
-            raise ArvadosNotFoundError(f"staged block {locator.split('+')[0]} is not readable in Keep: {exc}") from exc
-    with arvados_errors(f"creating collection {name!r} from staged blocks"):
-        coll = arvados.collection.Collection(manifest_text, api_client=session.api, num_retries=4)
-        size = coll[STAGED_NAME].size()
-        coll.rename(STAGED_NAME, filename)
-        coll.save_new(name=name, owner_uuid=owner_uuid, properties=properties, ensure_unique_name=True, num_retries=4)
-        uuid, pdh = coll.manifest_locator(), coll.portable_data_hash()
-    if not uuid:
-        raise ArvadosError(f"creating {name!r}: the server returned no collection UUID")
-    return CollectionRef(uuid=str(uuid), pdh=str(pdh), size=int(size))
 
 
 def single_tar(manifest_text: str) -> tuple[str, int]:

@@ -285,20 +285,3 @@ def test_damaged_cache_entry_is_saved_again_not_published(arvados: ArvadosSessio
     client.images.remove(image_id, force=True)
     assert [i.id for i in client.images.load(data)] == [image_id]
     assert len(keyset(arvados, "collections", [])) == 1
-
-
-def test_stale_staged_blocks_fall_back_to_uploading_the_file(arvados: ArvadosSession, tmp_path: Path) -> None:
-    """A staged manifest whose blocks Keep no longer has is not trusted: the tar itself is uploaded."""
-    from keepdocker.arv.push import Action, find_existing, place_image
-
-    tar = tmp_path / "image.tar"
-    tar.write_bytes(b"not really an image, but bytes to upload" * 100)
-    image_id = "sha256:" + "c" * 64
-    owner = arvados.api.users().current().execute()["uuid"]
-    bogus = f". {'0' * 32}+{tar.stat().st_size} 0:{tar.stat().st_size}:staged.tar\n"
-    ref, action = place_image(
-        arvados, find_existing(arvados, image_id, owner), tar=tar, name="x", repo_tag=None, staged_manifest=bogus
-    )
-    assert action is Action.UPLOADED
-    name, data = _single_file(arvados, ref.uuid)
-    assert (name, data) == (f"{image_id}.tar", tar.read_bytes())
