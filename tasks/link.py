@@ -6,7 +6,7 @@ from prefect import task
 
 from keepdocker.arv.migration import V1Image, ensure_migration_links
 from keepdocker.arv.push import ensure_links
-from tasks.policy import IO_RETRY
+from tasks.policy import IO_RETRY, image_lock
 from tasks.session import arvados_session
 
 __all__ = ["link_image", "link_migration"]
@@ -23,7 +23,8 @@ def link_image(
 ) -> int:
     """Create the image's missing hash and repo+tag links on the collection; return how many were created."""
     session = arvados_session(credentials_block)
-    return len(ensure_links(session, collection_uuid, image_id, repo_tags, owner_uuid, image_timestamp))
+    with image_lock(owner_uuid, image_id):
+        return len(ensure_links(session, collection_uuid, image_id, repo_tags, owner_uuid, image_timestamp))
 
 
 @task(name="link-migration", task_run_name="link-migration-{image.pdh}", **IO_RETRY)
@@ -32,4 +33,5 @@ def link_migration(
 ) -> int:
     """Carry the old image's links over to the v2 collection, then add the migration link; return links created."""
     session = arvados_session(credentials_block)
-    return len(ensure_migration_links(session, image, new_id, collection_uuid, new_pdh))
+    with image_lock(image.owner_uuid, new_id):
+        return len(ensure_migration_links(session, image, new_id, collection_uuid, new_pdh))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from prefect import Task
@@ -14,9 +15,10 @@ from prefect.tasks import exponential_backoff
 from prefect.types import DateTime
 from prefect.types._datetime import now
 
+from keepdocker.cache import TarCache
 from keepdocker.errors import is_temporary
 
-__all__ = ["IO_RETRY", "ValidatedFileCache", "file_intact", "retry_if_temporary"]
+__all__ = ["IO_RETRY", "ValidatedFileCache", "file_intact", "image_lock", "retry_if_temporary"]
 
 
 def retry_if_temporary(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -43,6 +45,14 @@ IO_RETRY: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_temporary,
 }
+
+
+def image_lock(owner_uuid: str, image_id: str) -> AbstractContextManager[None]:
+    """Serialize placing and linking one image for one owner across threads and processes of this host.
+
+    A concurrent push of the same image waits, then finds the collection and links the first one made.
+    """
+    return TarCache.from_env().exclusive(f"place-{owner_uuid}-{image_id}")
 
 
 def file_intact(value: Any) -> bool:

@@ -8,9 +8,8 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from keepdocker.arv.push import Action, find_existing, place_image
-from keepdocker.cache import TarCache
 from keepdocker.errors import CacheCorruptError
-from tasks.policy import IO_RETRY
+from tasks.policy import IO_RETRY, image_lock
 from tasks.results import PlacedCollection, remove_quietly
 from tasks.session import arvados_session
 
@@ -40,9 +39,7 @@ def upload(
             step[0] = pct
             logger.info("uploaded %d of %d MiB (%d%%)", done >> 20, total >> 20, pct)
 
-    # One placement per image and owner at a time (threads and processes): a concurrent push of the same image
-    # waits here, then finds the collection the first one made instead of uploading it again.
-    with TarCache.from_env().exclusive(f"place-{owner_uuid}-{image_id}"):
+    with image_lock(owner_uuid, image_id):
         existing = find_existing(session, image_id, owner_uuid)
         try:
             ref, action = place_image(
