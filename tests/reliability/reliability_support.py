@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -18,6 +16,7 @@ from typing import Any
 
 from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, keyset
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
+from keepdocker.testing.prefect_procs import running_server
 from keepdocker.testing.standin import RunningStandin
 
 BIN = Path(sys.executable).parent
@@ -38,58 +37,11 @@ class PrefectServer:
         return self.home / "prefect.db"
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def prefect_server(home: Path, timeout: float = 240.0) -> Iterator[PrefectServer]:
     """Run a Prefect API server on a free port with PREFECT_HOME=``home`` until the block exits."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"prefect server exited {proc.returncode}: {(home / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not answer within {timeout:.0f}s")
-            time.sleep(0.5)
-        yield PrefectServer(url=url, home=home, process=proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+    with running_server(home, startup_timeout=timeout) as server:
+        yield PrefectServer(url=server.api_url, home=home, process=server.process)
 
 
 def cli_env(standin: RunningStandin, base: dict[str, str], token: str | None = None) -> dict[str, str]:
