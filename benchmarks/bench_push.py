@@ -16,8 +16,6 @@ import datetime as dt
 import json
 import os
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from typing import Any
 
 from keepdocker.testing.dockerd import private_engine
 from keepdocker.testing.images import build_image
+from keepdocker.testing.prefect_procs import running_server
 from keepdocker.testing.standin import RunningStandin, running_standin
 
 BIN = Path(sys.executable).parent
@@ -47,13 +46,6 @@ def bench_standin(data_dir: Path) -> Iterator[RunningStandin]:
     """A stand-in subprocess for a benchmark, stopped by PID at the end."""
     with running_standin(data_dir) as standin:
         yield standin
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prefect_env(home: Path) -> dict[str, str]:
@@ -77,43 +69,13 @@ def init_prefect_home(home: Path) -> None:
 @contextmanager
 def prefect_server(home: Path, startup_timeout: float = 180.0) -> Iterator[str]:
     """Run `prefect server start` with its own PREFECT_HOME and port; yield its API URL; stop it by PID."""
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {**bytecode_env(), **prefect_env(home), "PREFECT_SERVER_API_PORT": str(port), "PREFECT_UI_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
     global SERVER_PGID
-    SERVER_PGID = proc.pid
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {proc.returncode}; see {home / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not answer within {startup_timeout:.0f}s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        SERVER_PGID = None
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the group of the process we started (uvicorn runs inside it)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+    with running_server(home, env={**os.environ, **bytecode_env()}, startup_timeout=startup_timeout) as server:
+        SERVER_PGID = server.pid  # its own session: the group holds the server (for CPU accounting)
+        try:
+            yield server.api_url
+        finally:
+            SERVER_PGID = None
 
 
 def api_post(url: str, path: str, body: dict[str, Any]) -> Any:
