@@ -14,7 +14,6 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
-from tasks.load import verify_load
 
 from flows.params import MigrateImageRequest, MigrateRequest
 from keepdocker.arv.catalog import collection_name
@@ -24,6 +23,7 @@ from tasks.discover import discover_v1
 from tasks.download import download
 from tasks.history import history_row, record_history
 from tasks.link import link_migration
+from tasks.load import verify_load
 from tasks.results import remove_quietly
 from tasks.upgrade import upgrade, upgrade_with_engine
 from tasks.upload import upload
