@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,6 +15,15 @@ __all__ = ["PDH_PATTERN", "UUID_PATTERN", "MigrateImageRequest", "MigrateRequest
 UUID_PATTERN = r"^[0-9a-z]{5}-[0-9a-z]{5}-[0-9a-z]{15}$"
 PDH_PATTERN = r"^[0-9a-f]{32}\+[0-9]+$"
 PROJECT_PATTERN = r"^[0-9a-z]{5}-(j7d0g|tpzed)-[0-9a-z]{15}$"
+
+# Every flow takes its Arvados credentials the same way: the worker's environment, or a named Secret block.
+CredentialsBlock = Annotated[
+    str | None,
+    Field(
+        pattern=r"^[a-z0-9-]+$",
+        description="Name of a Secret block holding ARVADOS_API_HOST/TOKEN JSON; default: the worker's environment.",
+    ),
+]
 
 
 class PushRequest(BaseModel):
@@ -49,11 +58,7 @@ class PushRequest(BaseModel):
         min_length=1,
         description="Push this saved archive (v1, v2 or OCI layout) instead of asking a Docker engine.",
     )
-    credentials_block: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9-]+$",
-        description="Name of a Secret block holding ARVADOS_API_HOST/TOKEN JSON; default: the worker's environment.",
-    )
+    credentials_block: CredentialsBlock = None
 
     @field_validator("image")
     @classmethod
@@ -98,11 +103,7 @@ class MigrateRequest(BaseModel):
         default=False,
         description="Run each image as its own flow run (migrate-image deployment) so many workers share a sweep.",
     )
-    credentials_block: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9-]+$",
-        description="Name of a Secret block holding ARVADOS_API_HOST/TOKEN JSON; default: the worker's environment.",
-    )
+    credentials_block: CredentialsBlock = None
 
     @field_validator("pdhs")
     @classmethod
@@ -121,6 +122,4 @@ class MigrateImageRequest(BaseModel):
     pdh: str = Field(pattern=PDH_PATTERN, description="Portable data hash of the v1 image's collection.")
     strategy: Literal["native", "engine"] = Field(default="native", description="Converter to use.")
     verify: bool = Field(default=False, description="Load the v2 archive into a Docker engine and check its ID.")
-    credentials_block: str | None = Field(
-        default=None, pattern=r"^[a-z0-9-]+$", description="Secret block with Arvados credentials (optional)."
-    )
+    credentials_block: CredentialsBlock = None
