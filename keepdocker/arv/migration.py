@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from keepdocker.arv.catalog import (
@@ -179,9 +179,7 @@ def discover_v1_images(
             size=size,
             links=(),
         )
-    ordered = [
-        V1Image(**{**img.__dict__, "links": tuple(dict.fromkeys(group_links[pdh]))}) for pdh, img in images.items()
-    ]
+    ordered = [replace(img, links=tuple(dict.fromkeys(group_links[pdh]))) for pdh, img in images.items()]
     return ordered[:limit] if limit is not None else ordered
 
 
