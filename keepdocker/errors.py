@@ -10,6 +10,7 @@
     ├── ImageNotFoundError          no image (or more than one) matches a reference              permanent
     ├── EngineError                 the Docker engine failed an operation                        permanent
     │   └── EngineUnavailableError  the engine cannot be reached or went away mid-operation      temporary
+    ├── VerificationError           stored bytes do not load as the image they should hold       permanent
     ├── ArvadosError                the Arvados API refused a request                            permanent
     │   ├── ArvadosPermissionError  the token may not read or write what was asked               permanent
     │   ├── ArvadosNotFoundError    the collection, link or project does not exist               permanent
@@ -47,6 +48,7 @@ __all__ = [
     "RegistryUnavailableError",
     "UnsafeArchiveError",
     "UsageError",
+    "VerificationError",
     "is_temporary",
 ]
 
@@ -103,6 +105,10 @@ class EngineUnavailableError(EngineError):
     """The Docker engine cannot be reached, or went away during an operation."""
 
     temporary = True
+
+
+class VerificationError(KeepdockerError):
+    """The bytes a collection serves do not load into the engine as the image ID recorded for them."""
 
 
 class ArvadosError(KeepdockerError):
