@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from keepdocker.commands._flowrun import prepare_prefect, run_flow, usage_error
+from cli.commands._flowrun import prepare_prefect, run_flow, usage_error
 from keepdocker.errors import PartialFailureError
 
 
