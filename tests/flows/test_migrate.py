@@ -160,3 +160,39 @@ def test_engine_strategy_agrees_with_native(
     native = upgrade_archive(old_cluster.archives["app"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
     assert outcome.outcome == "migrated"
     assert outcome.new_id == native[0].id
+
+
+def test_history_of_a_migration_answers_to_every_name(arvados: ArvadosSession, old_cluster: OldCluster) -> None:
+    """A migration is found by each tag, IMAGE TAG, the old v1 ID and the new ID (prefix); BYTES is the v2 size."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from tasks.history import read_history
+
+    app = old_cluster.images["app"]
+    report = migrate_images(MigrateRequest(pdhs=[app.collection.pdh]))
+    (outcome,) = report.images
+    assert outcome.outcome == "migrated" and outcome.v2_bytes > 0
+    (row,) = read_history("old/app:1.0")
+    assert list(row)[:2] == ["outcome", "action"]
+    assert (row["outcome"], row["action"], row["image"]) == ("migrated", "migrate", "old/app:1.0, old/app:latest")
+    assert (row["image_id"], row["v1_id"], row["bytes"]) == (outcome.new_id, app.v1_id, outcome.v2_bytes)
+    for query in (("old/app:latest",), ("old/app",), ("old/app", "1.0"), (app.v1_id,), (app.v1_id[:12],)):
+        assert read_history(*query) == [row], query
+    assert read_history(outcome.new_id) == [row]
+    assert read_history(outcome.new_id[:15]) == [row]
+    assert read_history("old/app", "2.0") == []
+    assert report.table()[0]["outcome"] == "migrated" and next(iter(report.table()[0])) == "outcome"
+
+    with get_client(sync_client=True) as client:
+        (progress,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["migrate-images-progress"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+        versions = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=app.v1_id[:12])), limit=10
+        )
+    assert progress.description == "1 of 1 images finished (0 failed)"
+    assert [v.description for v in versions] == ["migrate migrated: old/app:1.0, old/app:latest"]
