@@ -2,7 +2,7 @@
 
 A row is filed under every name that finds the image: the name the user gave (a push) or every tag of a migrated
 image, plus the image ID and, for a migration, the old v1 ID. `read_history` finds rows by name, by full ID or by
-ID prefix. BYTES is always the size of the v2 image tar in Keep (0 when nothing reached Keep).
+ID prefix. V2_BYTES is always the size of the v2 image tar in Keep (0 when nothing reached Keep).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ HISTORY_COLUMNS = (
     "v1_id",
     "collection",
     "pdh",
-    "bytes",
+    "v2_bytes",
     "seconds",
     "flow_run",
     "flow",
@@ -69,7 +69,7 @@ _HEX_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
 
 @dataclass(frozen=True)
 class HistoryRow:
-    """One run's effect on one image; ``bytes`` is the v2 image tar's size in Keep (0 if none got there)."""
+    """One run's effect on one image; ``v2_bytes`` is the v2 image tar's size in Keep (0 if none got there)."""
 
     outcome: HistoryOutcome
     action: HistoryAction
@@ -79,7 +79,7 @@ class HistoryRow:
     v1_id: str = ""
     collection: str = ""
     pdh: str = ""
-    bytes: int = 0
+    v2_bytes: int = 0
     seconds: float = 0.0
     flow_run: str = ""
     flow: str = ""
@@ -131,7 +131,7 @@ def history_row(
         v1_id=v1_id,
         collection=collection,
         pdh=pdh,
-        bytes=size,
+        v2_bytes=size,
         seconds=round(seconds, 2),
         flow_run=flow_run,
         flow=flow_name,

@@ -118,7 +118,7 @@ def test_project_push_copies_without_keep_traffic(
     ]
     assert all(row["flow_run"] and row["pdh"] == first.pdh for row in history)
     # BYTES is the v2 tar in Keep on every row; the same rows are found as IMAGE TAG, by ID and by ID prefix.
-    assert {row["bytes"] for row in history} == {first.bytes} and first.bytes > 0
+    assert {row["v2_bytes"] for row in history} == {first.bytes} and first.bytes > 0
     assert read_history("kd/proj", "v1") == history
     assert read_history(first.image_id) == history
     assert read_history(first.image_id[:19]) == history
