@@ -11,7 +11,8 @@ Writing produces the layout every ``docker load`` since 1.10 accepts (both image
 (uncompressed, one per distinct layer), ``<image id hex>.json`` (config bytes verbatim), ``manifest.json``
 (``json.NewEncoder`` style, trailing newline) and ``repositories``. The bytes are deterministic: ustar headers, mode
 0644, mtime 0, uid/gid 0, empty owner names, entries in a fixed order. This module makes the pieces (headers,
-manifest.json, repositories); ``plan.plan_upgrade`` lays them out and ``plan.write_plan`` renders them.
+manifest.json, repositories); ``plan.plan_upgrade`` lays out an upgrade and ``plan.write_plan`` renders it, and
+``DockerArchiveWriter`` streams an archive whose layers arrive one by one (the registry source).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import queue
 import shutil
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,6 +42,7 @@ from keepdocker.images.model import (
 from keepdocker.images.tarscan import BLOCK, EntryKind, OuterEntry, OuterScanner, quote_name
 
 __all__ = [
+    "DockerArchiveWriter",
     "detect_format",
     "manifest_bytes",
     "read_archive",
@@ -241,6 +245,113 @@ def repositories_bytes(tops: dict[str, str]) -> bytes:
         repos.setdefault(name, {})[tag] = top
     ordered = {name: dict(sorted(tags.items())) for name, tags in sorted(repos.items())}
     return _go_json(ordered) + b"\n"
+
+
+class DockerArchiveWriter:
+    """Writes a Docker 1.10-24 archive onto a seekable binary file, deterministically.
+
+    Use ``start_layer``/``finish_layer`` for each layer (streamed; identical layers are stored once), then
+    ``add_file`` for configs, manifest.json and repositories, then ``close``.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self._start: int | None = None
+        self._pump: _Pump | None = None
+        self.spans: dict[str, tuple[int, int]] = {}  # layer member path -> [start, end) in the file
+
+    def start_layer(self) -> Callable[[bytes], object]:
+        """Reserve a header for the next layer and return the function that writes its data.
+
+        The data is written by a background thread through a small bounded queue, so the caller's hashing and
+        the file writes overlap (both release the GIL); at most ``_PUMP_DEPTH`` pieces are in flight.
+        """
+        self._start = self.f.tell()
+        self.f.write(bytes(BLOCK))
+        self._pump = _Pump(self.f)
+        return self._pump.write
+
+    def finish_layer(self, diff_id: str) -> str:
+        """Patch the layer's header (name from its diff ID, size) and pad it; drop it if already written."""
+        start, self._start = self._start, None
+        assert start is not None and self._pump is not None
+        pump, self._pump = self._pump, None
+        pump.close()
+        path = f"{diff_id.removeprefix('sha256:')}/layer.tar"
+        if path in self.spans:
+            self.f.seek(start)
+            self.f.truncate()
+            return path
+        end = self.f.tell()
+        size = end - start - BLOCK
+        self.f.write(bytes(-size % BLOCK))
+        stop = self.f.tell()
+        self.f.seek(start)
+        self.f.write(tar_header(path, size))
+        self.f.seek(stop)
+        self.spans[path] = (start, stop)
+        return path
+
+    def abort(self) -> None:
+        """Stop a layer in progress (after an error): the background writer is drained and joined."""
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.close(raise_error=False)
+
+    def add_file(self, name: str, data: bytes) -> None:
+        """Append a regular file entry."""
+        self.f.write(tar_header(name, len(data)))
+        self.f.write(data)
+        self.f.write(bytes(-len(data) % BLOCK))
+
+    def close(self) -> None:
+        """Write the end-of-archive marker (two zero blocks) and flush."""
+        self.f.write(bytes(2 * BLOCK))
+        self.f.flush()
+
+
+_PUMP_DEPTH = 8
+
+
+class _Pump:
+    """A background thread writing queued pieces to a file; errors surface on the next write or at close."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_PUMP_DEPTH)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (piece := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.f.write(piece)
+                except BaseException as exc:
+                    self.error = exc
+
+    def write(self, piece: bytes) -> None:
+        """Queue one piece (blocks while the queue is full)."""
+        if self.error is not None:
+            raise self.error
+        self.queue.put(piece)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait until every queued piece is written."""
+        self.queue.put(None)
+        self.thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, n: int) -> None:
+    while n > 0:
+        piece = src.read(min(limits.CHUNK_BYTES, n))
+        if not piece:
+            raise OSError("short read while compacting the archive")
+        dst.write(piece)
+        n -= len(piece)
 
 
 def copy_file(src: Path, dst: BinaryIO) -> None:
