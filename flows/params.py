@@ -98,7 +98,9 @@ class MigrateRequest(BaseModel):
         default="native",
         description="native: the engine-free converter; engine: docker load + save in a Docker <= 28 engine.",
     )
-    verify: bool = Field(default=False, description="Load each v2 archive into a Docker engine and check its ID.")
+    verify: bool = Field(
+        default=False, description="Load each new collection, read from Keep, into Docker; check its ID."
+    )
     fan_out: bool = Field(
         default=False,
         description="Run each image as its own flow run (migrate-image deployment) so many workers share a sweep.",
@@ -121,5 +123,7 @@ class MigrateImageRequest(BaseModel):
 
     pdh: str = Field(pattern=PDH_PATTERN, description="Portable data hash of the v1 image's collection.")
     strategy: Literal["native", "engine"] = Field(default="native", description="Converter to use.")
-    verify: bool = Field(default=False, description="Load the v2 archive into a Docker engine and check its ID.")
+    verify: bool = Field(
+        default=False, description="Load the new collection, read from Keep, into Docker; check its ID."
+    )
     credentials_block: CredentialsBlock = None

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from keepdocker.errors import ArchiveLimitError, MalformedArchiveError
 from keepdocker.images import limits
-from keepdocker.images.docker_archive import _tar_header
+from keepdocker.images.docker_archive import tar_header
 from keepdocker.images.tarscan import (
     Compression,
     EntryKind,
@@ -31,9 +31,9 @@ from keepdocker.testing.v1archives import (
     layer_tar,
     pax_records,
     tar_end,
-    tar_header,
     tar_member,
 )
+from keepdocker.testing.v1archives import tar_header as raw_header
 
 EMPTY_SHA = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 ZEROS_10240_SHA = "sha256:" + hashlib.sha256(bytes(10240)).hexdigest()
@@ -122,7 +122,7 @@ def test_signed_checksum_and_base256_size_are_accepted() -> None:
     signed = sum(b if b < 128 else b - 256 for b in h)
     h[148:156] = b"%06o\x00 " % signed
     assert _parse_header(bytes(h)).size == 2
-    big = _tar_header("big/layer.tar", 9 << 30)
+    big = tar_header("big/layer.tar", 9 << 30)
     assert _parse_header(big).size == 9 << 30
     info = tarfile.TarInfo.frombuf(big, "utf-8", "surrogateescape")
     assert info.size == 9 << 30
@@ -228,7 +228,7 @@ def test_layer_naming_a_path_twice_is_refused(members: list[tuple[str, bytes]]) 
 def test_global_headers_count_as_entries_and_extended_headers_do_not() -> None:
     """A PAX global header is an entry of its own name; the name of an 'x' header block is not an entry."""
     body = pax_records({"comment": "x"})
-    block = tar_header("a", len(body), typeflag=b"x") + body + bytes(-len(body) % 512)
+    block = raw_header("a", len(body), typeflag=b"x") + body + bytes(-len(body) % 512)
     facts = stream(block + tar_member("b", b"1") + tar_member("a", b"2") + tar_end()).close()
     assert facts.has_name(name_hash("a")) and facts.has_name(name_hash("b"))
     with pytest.raises(MalformedArchiveError, match="names this path twice"):
@@ -237,7 +237,7 @@ def test_global_headers_count_as_entries_and_extended_headers_do_not() -> None:
 
 def _global(name: str) -> bytes:
     body = pax_records({"comment": "x"})
-    return tar_header(name, len(body), typeflag=b"g") + body + bytes(-len(body) % 512)
+    return raw_header(name, len(body), typeflag=b"g") + body + bytes(-len(body) % 512)
 
 
 def test_hardlink_targets_exclude_directories_and_whiteouts() -> None:

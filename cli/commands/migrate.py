@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from keepdocker.commands._flowrun import prepare_prefect, run_flow, usage_error
+from cli.commands._flowrun import prepare_prefect, run_flow, usage_error
 from keepdocker.errors import PartialFailureError
 
 
@@ -21,7 +21,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="migrate at most N images")
     p.add_argument("--concurrency", type=int, default=2, help="images migrated at once (default 2)")
     p.add_argument("--strategy", choices=("native", "engine"), default="native", help="converter (default native)")
-    p.add_argument("--verify", action="store_true", help="load each result into a Docker engine and check its ID")
+    p.add_argument(
+        "--verify", action="store_true", help="load each new collection, read from Keep, into Docker; check its ID"
+    )
     p.set_defaults(func=run)
 
 
@@ -41,7 +43,7 @@ def print_report(report: Any, out: Any = sys.stdout) -> None:
     for r in rows:
         print(
             f"{r['image'][:32]:32}  {r['old_pdh']:42}  {r['new_pdh']:42}  {r['new_id'][:19]:19}  "
-            f"{r['seconds']:>7}  {r['outcome']}",
+            f"{r['seconds']:>7}  {r['outcome']}{': ' + r['reason'] if r['reason'] else ''}",
             file=out,
         )
     failed = len(report.failed)
