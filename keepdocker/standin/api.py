@@ -206,6 +206,8 @@ class ApiApp:
             params.select.append("trash_at")
             added_trash = True
         items, total = self.store.list_records(spec, caller, params, include_trash=include_trash)
+        # Records returned by list calls, beside the request counts: shows how much a client scans, page size aside.
+        self.stats.add(f"listed {spec.table}", len(items))
         if spec is COLLECTIONS:
             items = [self._sign(item, caller) for item in items]
             if added_trash:
