@@ -16,6 +16,7 @@ from keepdocker.arv.catalog import collection_name
 from keepdocker.errors import CacheCorruptError, KeepdockerError, MalformedArchiveError
 from keepdocker.images.docker_archive import read_archive
 from tasks.discover import PushPlan, discover_push, raw_created
+from tasks.fetch import fetch_from_registry
 from tasks.history import history_row, record_history
 from tasks.link import link_image
 from tasks.pull import pull_image
@@ -57,28 +58,41 @@ def _fingerprint(path: str) -> str:
 def _history_name(request: PushRequest, plan: PushPlan | None, image_id: str) -> str:
     if plan is not None and plan.repo_tag:
         return plan.repo_tag
-    return image_id or request.image
+    return image_id or request.image or request.from_archive or ""
 
 
-def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[str, str, str | None]:
-    """The archive to upload for --from-archive (v1 upgraded on the way): path, image ID, created."""
+def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[str, str, str | None, PushPlan]:
+    """The archive to upload for --from-archive (v1 upgraded on the way): path, image ID, created, updated plan."""
     path = request.from_archive or ""
     if plan.archive_format != "v1":
-        return path, plan.image_id or "", plan.created
+        return path, plan.image_id or "", plan.created, plan
     v2 = upgrade(path, _fingerprint(path), [plan.repo_tag] if plan.repo_tag else [])
     work_files.append(v2.path)
     image_id, created = _archive_identity(v2.path)
-    return v2.path, image_id, created
+    if request.image is None:  # no name given: the tags the v1 archive carries
+        plan = plan.model_copy(update={"tags": v2.tags, "repo_tag": v2.tags[0] if v2.tags else None})
+    return v2.path, image_id, created, plan
 
 
-def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[PlacedCollection, str]:
-    """Save (when Arvados lacks the image) and place it; a cache entry found damaged at upload is saved once more."""
+def _save_and_upload(
+    request: PushRequest, plan: PushPlan, work_files: list[str]
+) -> tuple[PlacedCollection, str, PushPlan]:
+    """Save or fetch (when Arvados lacks the image) and place it; a damaged cache entry is written once more."""
     logger = get_run_logger()
     image_id, created = plan.image_id or "", plan.created
     tar, tar_sha256 = None, ""
     if plan.source == "archive":
-        tar, image_id, created = _from_archive(request, plan, work_files)
+        tar, image_id, created, plan = _from_archive(request, plan, work_files)
     for attempt in (1, 2):
+        if plan.source == "registry" and (request.force or not plan.in_arvados):
+            fetched = fetch_from_registry(
+                plan.registry_ref or "", image_id, request.platform, request.allow_http, request.registry_ca
+            )
+            tar, tar_sha256 = fetched.path, fetched.sha256
+            work_files.append(fetched.path)
+            archive_id, created = _archive_identity(fetched.path)
+            if archive_id != image_id:
+                raise MalformedArchiveError(f"{fetched.path}: holds {archive_id}, not the fetched {image_id}")
         if plan.source == "engine" and (request.force or not plan.in_arvados):
             saved = save(plan.engine_id or "")
             tar, tar_sha256 = saved.path, saved.sha256
@@ -102,11 +116,11 @@ def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]
                 request.credentials_block,
                 tar_sha256,
             )
-            return placed, image_id
+            return placed, image_id, plan
         except CacheCorruptError:
             if attempt == 2 or not tar_sha256:
                 raise
-            logger.warning("the saved archive of %s was damaged in the cache; saving it again", image_id[:19])
+            logger.warning("the archive of %s was damaged in the cache; writing it again", image_id[:19])
     raise AssertionError("unreachable")
 
 
@@ -119,11 +133,11 @@ def push_image(request: PushRequest) -> PushResult:
     work_files: list[str] = []
     try:
         if request.pull:
-            pull_image(request.image, request.tag)
+            pull_image(request.image or "", request.tag)
         plan = discover_push(request)
         image_id = plan.image_id or ""
-        placed, image_id = _save_and_upload(request, plan, work_files)
-        tags = [plan.repo_tag] if plan.repo_tag else []
+        placed, image_id, plan = _save_and_upload(request, plan, work_files)
+        tags = plan.tags
         links = link_image(
             placed.uuid, image_id, tags, plan.owner_uuid, placed.image_timestamp, request.credentials_block
         )

@@ -55,7 +55,7 @@ from keepdocker.images.distribution import (
 )
 from keepdocker.references import ImageReference, parse_reference
 
-__all__ = ["RegistryImage", "RegistryOptions", "fetch_to_cache", "registry_host", "resolve_image"]
+__all__ = ["DEFAULT_PLATFORM", "RegistryImage", "RegistryOptions", "fetch_to_cache", "registry_host", "resolve_image"]
 
 DEFAULT_PLATFORM = "linux/amd64"
 _DOCKER_HUB = "docker.io"
@@ -210,6 +210,20 @@ class _Skopeo:
         extra = ["--config"] if config else []
         return self.run(["inspect", "--raw", *extra, *self._args(""), f"docker://{image}"], what)
 
+    def missing(self, repository: str, what: str, cause: ImageNotFoundError) -> ImageNotFoundError:
+        """Tell a missing repository from a missing tag (registries answer "manifest unknown" for both)."""
+        try:
+            listed = json.loads(self.run(["list-tags", *self._args(""), f"docker://{repository}"], what))
+        except ImageNotFoundError:
+            return ImageNotFoundError(f"{what}: no such repository in {self.host}")
+        except (RegistryError, ValueError):
+            return cause
+        tags = sorted(listed.get("Tags") or []) if isinstance(listed, dict) else []
+        if not tags:
+            return ImageNotFoundError(f"{what}: the repository exists in {self.host} but has no tags")
+        shown = ", ".join(tags[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "")
+        return ImageNotFoundError(f"{what}: no such tag or digest in {self.host}; it has {shown}")
+
     def copy_to_dir(self, image: str, target: Path, what: str) -> None:
         """Copy ``docker://image`` (one platform's manifest) into a ``dir:`` layout, blobs as the registry has them."""
         self.run(
@@ -230,6 +244,8 @@ class _Skopeo:
             return ImageNotFoundError(f"{what}: no such tag or digest in {host} ({_tail(text)})")
         if "name unknown" in low or "repository name not known" in low:
             return ImageNotFoundError(f"{what}: no such repository in {host} ({_tail(text)})")
+        if re.search(r"\b404\b", text) or "not found" in low:
+            return ImageNotFoundError(f"{what}: not found in {host} ({_tail(text)})")
         if "unauthorized" in low or "authentication required" in low or "401" in low or "denied" in low:
             return RegistryError(
                 f"{what}: {host} refused the credentials (wrong or missing): log in with `docker login {host}` "
@@ -278,7 +294,10 @@ def resolve_image(reference: str, tag: str | None = None, options: RegistryOptio
     host = registry_host(ref)
     what = f"registry image {ref.pull_name}"
     with _session(host, options) as skopeo:
-        raw = skopeo.inspect_raw(ref.pull_name, what)
+        try:
+            raw = skopeo.inspect_raw(ref.pull_name, what)
+        except ImageNotFoundError as exc:
+            raise skopeo.missing(ref.repository, what, exc) from None
         if ref.digest is not None:
             verify_blob(raw, ref.digest, what)
         if is_index(raw, what):

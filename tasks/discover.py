@@ -18,10 +18,11 @@ from keepdocker.errors import ImageNotFoundError, UsageError
 from keepdocker.images.docker_archive import detect_format, read_archive
 from keepdocker.images.model import ArchiveFormat
 from keepdocker.references import parse_reference
+from keepdocker.registry import RegistryOptions, resolve_image
 from tasks.policy import IO_RETRY
 from tasks.session import arvados_session
 
-__all__ = ["PushPlan", "discover_push", "discover_v1"]
+__all__ = ["PushPlan", "discover_push", "discover_v1", "registry_options"]
 
 
 @task(name="discover-v1-images", **IO_RETRY)
@@ -42,14 +43,25 @@ def discover_v1(
 class PushPlan(BaseModel):
     """What discover found for a push: which image, under which name, for which owner, and where it is."""
 
-    source: str  # "engine" | "archive" | "arvados"
+    source: str  # "engine" | "archive" | "registry" | "arvados"
     owner_uuid: str
     repo_tag: str | None
+    tags: list[str] = []  # every tag to link (repo_tag first); an archive pushed without a name carries several
+    registry_ref: str | None = None  # repository@manifest-digest, for from_registry
     engine_id: str | None = None  # the engine's ID of the local image
     image_id: str | None = None  # the config digest, when known before saving
     archive_format: str | None = None  # v1 | docker | oci, for --from-archive
     created: str | None = None  # the config's raw `created`, when known
     in_arvados: bool = False  # a readable copy exists: no save or upload needed
+
+
+def registry_options(request: PushRequest) -> RegistryOptions:
+    """How to reach the registry for a from_registry push (credentials: the worker's Docker config)."""
+    return RegistryOptions(
+        platform=request.platform,
+        allow_http=request.allow_http,
+        ca_file=Path(request.registry_ca) if request.registry_ca else None,
+    )
 
 
 def raw_created(config: bytes) -> str | None:
@@ -63,13 +75,14 @@ def raw_created(config: bytes) -> str | None:
 
 @task(name="discover", **IO_RETRY)
 def discover_push(request: PushRequest) -> PushPlan:
-    """Resolve the image (engine, archive, or Arvados when absent locally) and see whether Arvados has it."""
+    """Resolve the image (engine, archive, registry, or Arvados when absent locally); does Arvados have it?"""
     logger = get_run_logger()
     session = arvados_session(request.credentials_block)
     check_image_format(session, request.force_image_format)
-    ref = parse_reference(request.image, request.tag)
+    ref = parse_reference(request.image, request.tag) if request.image is not None else None
     owner = resolve_owner(session, request.project_uuid)
-    plan = PushPlan(source="engine", owner_uuid=owner, repo_tag=ref.repo_tag)
+    repo_tag = ref.repo_tag if ref is not None else None
+    plan = PushPlan(source="engine", owner_uuid=owner, repo_tag=repo_tag, tags=[repo_tag] if repo_tag else [])
     if request.from_archive:
         path = Path(request.from_archive)
         fmt = detect_format(path)
@@ -77,10 +90,21 @@ def discover_push(request: PushRequest) -> PushPlan:
         if fmt is not ArchiveFormat.V1:
             images = read_archive(path)
             if len(images) != 1:
-                ids = ", ".join(i.id for i in images)
-                raise UsageError(f"--from-archive {path}: holds {len(images)} images ({ids}); push one per archive")
+                ids = ", ".join(f"{i.id} ({' '.join(i.tags) or 'untagged'})" for i in images)
+                raise UsageError(f"--from-archive {path}: holds {len(images)} images: {ids}; push one per archive")
             plan = plan.model_copy(update={"image_id": images[0].id, "created": raw_created(images[0].config)})
+            if ref is None:  # no name given: the archive's own tags
+                tags = list(images[0].tags)
+                plan = plan.model_copy(update={"tags": tags, "repo_tag": tags[0] if tags else None})
+    elif request.from_registry:
+        assert request.image is not None  # the request validator requires it with from_registry
+        found = resolve_image(request.image, request.tag, registry_options(request))
+        logger.info("%s is %s in its registry (%s)", request.image, found.manifest_digest, found.platform)
+        plan = plan.model_copy(
+            update={"source": "registry", "image_id": found.image_id, "registry_ref": found.pinned}
+        )
     else:
+        assert ref is not None  # the request validator requires an image without from_archive
         try:
             with DockerEngine() as engine:
                 local = engine.resolve(ref)
@@ -95,7 +119,12 @@ def discover_push(request: PushRequest) -> PushPlan:
             repo_tag = None if local.matched_by is MatchKind.ID else ref.repo_tag
             # Docker 29's containerd store reports the manifest digest as .Id: only the saved archive tells then.
             plan = plan.model_copy(
-                update={"engine_id": local.id, "repo_tag": repo_tag, "image_id": local.id if trusted else None}
+                update={
+                    "engine_id": local.id,
+                    "repo_tag": repo_tag,
+                    "tags": [repo_tag] if repo_tag else [],
+                    "image_id": local.id if trusted else None,
+                }
             )
     if plan.image_id:
         existing = find_existing(session, plan.image_id, owner)

@@ -113,9 +113,9 @@ def test_layer_not_matching_the_config_is_refused(registry: str, no_engine: None
 def test_missing_tag_and_repository_are_one_line(registry: str, no_engine: None) -> None:
     """A missing tag or repository is ImageNotFoundError with one line naming the registry."""
     put_image(registry, "kd/there", "v1", [rootfs_tar(7, busybox=False)])
-    with pytest.raises(ImageNotFoundError, match=f"no such tag or digest in {registry}") as tag:
+    with pytest.raises(ImageNotFoundError, match=f"no such tag or digest in {registry}; it has v1$") as tag:
         resolve_image(f"{registry}/kd/there:nope")
-    with pytest.raises(ImageNotFoundError, match=f"in {registry}") as repo:
+    with pytest.raises(ImageNotFoundError, match=f"no such repository in {registry}") as repo:
         resolve_image(f"{registry}/kd/absent:v1")
     for exc in (tag.value, repo.value):
         assert "\n" not in exc.message and not exc.temporary
