@@ -29,6 +29,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     """Register the `standin` subcommand."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -57,6 +64,22 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--latency-ms", type=_non_negative, default=0, help="add this latency to every request")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault-injection random generator")
+    parser.add_argument(
+        "--blob-signature-ttl",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="how long block permission signatures stay valid (default 1209600, two weeks); a short TTL lets "
+        "tests make signatures expire",
+    )
+    parser.add_argument(
+        "--sample-v1-images",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="on first start of a data dir, store N generated v1 images the way an old cluster did (legacy/sampleI:v1, "
+        "every third also :latest), so a migration can be rehearsed",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
     parser.set_defaults(func=run)
 
@@ -70,9 +93,32 @@ def _write_env_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def seed_samples(env: dict[str, str], data_dir: Path, count: int) -> None:
+    """Store ``count`` generated v1 images once per data dir (a marker file records it); report on stderr."""
+    import tempfile
+
+    from keepdocker.arv.client import ArvadosConfig, connect
+    from keepdocker.testing.oldcluster import seed_v1_image
+    from keepdocker.testing.v1archives import random_v1_archive
+
+    marker = data_dir / "sample-v1-images"
+    if count == 0 or marker.exists():
+        return
+    session = connect(ArvadosConfig.from_env(env))
+    with tempfile.TemporaryDirectory(prefix="keepdocker-samples-") as tmp:
+        for i in range(count):
+            generated = random_v1_archive(7000 + i, layers=3, repositories=i % 2 == 0, symlinks=False)
+            path = generated.write(Path(tmp) / f"{i}.tar")
+            names = (f"legacy/sample{i}:v1", f"legacy/sample{i}:latest") if i % 3 == 0 else (f"legacy/sample{i}:v1",)
+            image = seed_v1_image(session, path, generated.leaves[0], names)
+            print(f"sample v1 image {image.v1_id[:12]} {' '.join(names)} -> {image.collection.pdh}", file=sys.stderr)
+    marker.write_text(f"{count}\n")
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the stand-in, publish its environment, and block until a stop signal; return 0 on a clean stop."""
     from keepdocker.standin import Standin, StandinConfig, default_data_dir, format_env
+    from keepdocker.standin.store import BLOB_SIGNING_TTL
 
     if len(args.cluster_id) != 5 or not args.cluster_id.isalnum() or args.cluster_id != args.cluster_id.lower():
         raise UsageError(f"--cluster-id {args.cluster_id!r}: expected 5 lowercase letters or digits")
@@ -87,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         seed=args.seed,
         verbose=args.verbose,
+        blob_signature_ttl=args.blob_signature_ttl or BLOB_SIGNING_TTL,
     )
     stop = threading.Event()
 
@@ -104,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 "choose other --port/--keep-port values or 0 for any free port"
             ) from exc
         env["KEEPDOCKER_STANDIN_PID"] = str(os.getpid())
+        seed_samples(env, config.data_dir, args.sample_v1_images)
         text = format_env(env)
         if args.env_file is not None:
             _write_env_file(args.env_file, text)

@@ -18,7 +18,7 @@ from keepdocker.standin.discovery import MAX_REQUEST_SIZE, build_discovery
 from keepdocker.standin.errors import ApiError
 from keepdocker.standin.filters import ModelSpec, parse_list_params, parse_select
 from keepdocker.standin.keepstore import BlockStore
-from keepdocker.standin.manifest import locators, map_locators, strip_signatures
+from keepdocker.standin.manifest import locator_tokens, map_locators, strip_signatures
 from keepdocker.standin.models import COLLECTIONS, GROUPS, LINKS, USERS
 from keepdocker.standin.signing import BlobSigner, SignatureError
 from keepdocker.standin.store import Caller, Store
@@ -62,6 +62,11 @@ class KeepServiceInfo:
     host: str
     port: int
     ssl: bool = False
+
+
+def _duration(seconds: int) -> str:
+    """A duration as the cluster config writes it: ``336h`` for whole hours, else ``90s``."""
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
 
 
 def _bool(value: Any) -> bool:
@@ -201,6 +206,8 @@ class ApiApp:
             params.select.append("trash_at")
             added_trash = True
         items, total = self.store.list_records(spec, caller, params, include_trash=include_trash)
+        # Records returned by list calls, beside the request counts: shows how much a client scans, page size aside.
+        self.stats.add(f"listed {spec.table}", len(items))
         if spec is COLLECTIONS:
             items = [self._sign(item, caller) for item in items]
             if added_trash:
@@ -230,7 +237,7 @@ class ApiApp:
             "StorageClasses": {"default": {"Default": True, "Priority": 0}},
             "Collections": {
                 "BlobSigning": True,
-                "BlobSigningTTL": f"{self.signer.ttl_seconds // 3600}h",
+                "BlobSigningTTL": _duration(self.signer.ttl_seconds),
                 "CollectionVersioning": False,
                 "DefaultReplication": 1,
                 "DefaultTrashLifetime": "336h",
@@ -275,7 +282,7 @@ class ApiApp:
         if not isinstance(text, str):
             return attrs
         if not caller.is_admin:
-            for locator in locators(text):
+            for locator in locator_tokens(text):
                 try:
                     self.signer.verify_locator(locator, caller.token)
                 except SignatureError as exc:
