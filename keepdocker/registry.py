@@ -30,6 +30,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,8 @@ __all__ = ["DEFAULT_PLATFORM", "RegistryImage", "RegistryOptions", "fetch_to_cac
 
 DEFAULT_PLATFORM = "linux/amd64"
 _DOCKER_HUB = "docker.io"
-_RETRIES = 3  # skopeo's own retries of temporary failures, per call (the flow's task retries come on top)
+_RETRIES = 3  # skopeo's own retries of network failures, per call
+_RETRY_DELAYS = (1.0, 3.0)  # our retries of a call that failed temporarily (5xx); the flow's task retries come on top
 _TIMEOUT = 3600.0  # seconds for one skopeo call (a copy of a large image on a slow link)
 
 
@@ -194,16 +196,24 @@ class _Skopeo:
         return args
 
     def run(self, args: list[str], what: str) -> bytes:
-        """Run skopeo; its failure becomes one classified line (the secret is scrubbed from any message)."""
-        try:
-            proc = subprocess.run(
-                [self.binary, *args], capture_output=True, timeout=_TIMEOUT, stdin=subprocess.DEVNULL, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise RegistryUnavailableError(f"{what}: no answer from {self.host} in {_TIMEOUT:.0f} s") from None
-        if proc.returncode != 0:
-            raise self._error(proc.stderr.decode("utf-8", "replace"), what)
-        return proc.stdout
+        """Run skopeo, again after a temporary failure (5xx, unreachable: skopeo retries only network errors).
+
+        A failure becomes one classified line (the secret is scrubbed from any message).
+        """
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                proc = subprocess.run(
+                    [self.binary, *args], capture_output=True, timeout=_TIMEOUT, stdin=subprocess.DEVNULL, check=False
+                )
+            except subprocess.TimeoutExpired:
+                raise RegistryUnavailableError(f"{what}: no answer from {self.host} in {_TIMEOUT:.0f} s") from None
+            if proc.returncode == 0:
+                return proc.stdout
+            error = self._error(proc.stderr.decode("utf-8", "replace"), what)
+            if not isinstance(error, RegistryUnavailableError) or delay is None:
+                raise error
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def inspect_raw(self, image: str, what: str, config: bool = False) -> bytes:
         """The raw manifest (or config) of ``docker://image``."""
@@ -267,8 +277,9 @@ class _Skopeo:
 
 
 def _tail(text: str) -> str:
-    """The last clause of a nested Go error message (the cause)."""
-    return text.rsplit(": ", 2)[-2] if text.count(": ") >= 2 else text
+    """The last two clauses of a nested Go error message (the cause), without a repeated one."""
+    parts = list(dict.fromkeys(text.split(": ")))
+    return ": ".join(parts[-2:])
 
 
 @contextlib.contextmanager
