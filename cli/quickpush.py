@@ -13,8 +13,9 @@ from keepdocker.arv.push import already_pushed, check_image_format, resolve_owne
 from keepdocker.engine import DockerEngine, MatchKind
 from keepdocker.errors import ImageNotFoundError
 from keepdocker.references import parse_reference
+from keepdocker.registry import RegistryOptions, resolve_image
 
-__all__ = ["ENGINE_TIMEOUT_SECONDS", "quick_push"]
+__all__ = ["ENGINE_TIMEOUT_SECONDS", "quick_push", "quick_push_from_registry"]
 
 # An engine that does not answer a query in this time is reported at once (the flow's retries would take ~50 s).
 ENGINE_TIMEOUT_SECONDS = 5.0
@@ -49,3 +50,24 @@ def quick_push(
     repo_tags = [] if local.matched_by is MatchKind.ID or ref.repo_tag is None else [ref.repo_tag]
     found = already_pushed(session, local.id, repo_tags, owner)
     return found.uuid if found is not None else None
+
+
+def quick_push_from_registry(
+    image: str,
+    tag: str | None,
+    project_uuid: str | None,
+    options: RegistryOptions,
+    *,
+    force_image_format: bool = False,
+) -> str | None:
+    """For --from-registry: the collection UUID when Arvados already holds what REF names now, with its links.
+
+    The registry is asked (the manifest and config, no layers), never an engine; its one-line errors (no such tag,
+    refused credentials, untrusted certificate) are raised here, before Prefect starts.
+    """
+    session = connect(ArvadosConfig.from_env())
+    check_image_format(session, force_image_format)
+    found = resolve_image(image, tag, options)
+    owner = resolve_owner(session, project_uuid)
+    pushed = already_pushed(session, found.image_id, [found.repo_tag] if found.repo_tag else [], owner)
+    return pushed.uuid if pushed is not None else None

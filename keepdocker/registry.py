@@ -304,9 +304,11 @@ def resolve_image(reference: str, tag: str | None = None, options: RegistryOptio
     wanted = Platform.parse(options.platform)
     host = registry_host(ref)
     what = f"registry image {ref.pull_name}"
+    # By digest when one is given (skopeo refuses tag and digest together; the digest decides anyway).
+    name = f"{ref.repository}@{ref.digest}" if ref.digest else ref.pull_name
     with _session(host, options) as skopeo:
         try:
-            raw = skopeo.inspect_raw(ref.pull_name, what)
+            raw = skopeo.inspect_raw(name, what)
         except ImageNotFoundError as exc:
             raise skopeo.missing(ref.repository, what, exc) from None
         if ref.digest is not None:

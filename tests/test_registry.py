@@ -242,3 +242,12 @@ def test_server_errors_are_retried_then_temporary(registry: str, no_engine: None
         with pytest.raises(RegistryUnavailableError, match="unavailable") as info:
             resolve_image(f"{front}/kd/flaky:v1")
         assert info.value.temporary and "\n" not in info.value.message and server.failed > 1
+
+
+def test_digest_reference_is_checked(registry: str, no_engine: None) -> None:
+    """repo:tag@digest resolves by the digest; a digest the registry does not hold is not found."""
+    digest, image_id, _ = put_image(registry, "kd/dig", "v1", [rootfs_tar(11, busybox=False)])
+    found = resolve_image(f"{registry}/kd/dig:v1@{digest}")
+    assert (found.manifest_digest, found.image_id, found.repo_tag) == (digest, image_id, f"{registry}/kd/dig:v1")
+    with pytest.raises(ImageNotFoundError):
+        resolve_image(f"{registry}/kd/dig@sha256:{'0' * 64}")

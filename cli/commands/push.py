@@ -78,6 +78,21 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise usage_error(exc) from exc
+    if args.from_registry and not args.force:
+        from cli.quickpush import quick_push_from_registry
+        from keepdocker.registry import RegistryOptions
+
+        options = RegistryOptions(
+            platform=request.platform,
+            allow_http=request.allow_http,
+            ca_file=Path(request.registry_ca) if request.registry_ca else None,
+        )
+        uuid = quick_push_from_registry(
+            args.image, args.tag, args.project_uuid, options, force_image_format=args.force_image_format
+        )
+        if uuid is not None:
+            print(uuid)
+            return 0
     if not (args.from_archive or args.from_registry or args.pull or args.force):
         from cli.quickpush import quick_push
 
