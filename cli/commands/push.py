@@ -78,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise usage_error(exc) from exc
+    presave: Any = None  # a PreSave or PreFetch thread
     if args.from_registry and not args.force:
-        from cli.quickpush import quick_push_from_registry
+        from cli.quickpush import quick_look_registry
         from keepdocker.registry import RegistryOptions
 
         options = RegistryOptions(
@@ -87,24 +88,35 @@ def run(args: argparse.Namespace) -> int:
             allow_http=request.allow_http,
             ca_file=Path(request.registry_ca) if request.registry_ca else None,
         )
-        uuid = quick_push_from_registry(
+        look = quick_look_registry(
             args.image, args.tag, args.project_uuid, options, force_image_format=args.force_image_format
         )
-        if uuid is not None:
-            print(uuid)
+        if look.present_uuid is not None:
+            print(look.present_uuid)
             return 0
-    if not (args.from_archive or args.from_registry or args.pull or args.force):
-        from cli.quickpush import quick_push
+        if look.fetch is not None:
+            from cli.quickpush import PreFetch
 
-        # Nothing to do is answered without starting a flow run (and so without a history row).
-        uuid = quick_push(args.image, args.tag, args.project_uuid, force_image_format=args.force_image_format)
-        if uuid is not None:
-            print(uuid)
+            presave = PreFetch(look.fetch, options)  # fetches while Prefect imports; the fetch task reuses it
+            presave.start()
+    elif not (args.from_archive or args.pull or args.force):
+        from cli.quickpush import PreSave, quick_look
+
+        look = quick_look(args.image, args.tag, args.project_uuid, force_image_format=args.force_image_format)
+        if look.present_uuid is not None:
+            # Nothing to do is answered without starting a flow run (and so without a history row).
+            print(look.present_uuid)
             return 0
-    prepare_prefect()
-    from flows.push import push_image
+        if look.save_id is not None:
+            presave = PreSave(look.save_id).start()  # saves while Prefect imports; the flow's save task reuses it
+    try:
+        prepare_prefect()
+        from flows.push import push_image
 
-    ok, result = run_flow(push_image, request)
+        ok, result = run_flow(push_image, request)
+    finally:
+        if presave is not None:
+            presave.join()
     if not ok:
         raise result
     print(result.collection_uuid)
