@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from keepdocker.errors import ArchiveLimitError, MalformedArchiveError, UnsafeArchiveError
+from keepdocker.errors import ArchiveLimitError, KeepdockerError, MalformedArchiveError, UnsafeArchiveError
 from keepdocker.images import limits
 from keepdocker.images.model import (
     DIGEST_RE,
@@ -47,6 +47,7 @@ __all__ = [
     "manifest_bytes",
     "read_archive",
     "read_members",
+    "read_single_image",
     "repositories_bytes",
 ]
 
@@ -147,6 +148,21 @@ def _diff_ids(where: str, config: bytes) -> list[str]:
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIGEST_RE.fullmatch(d) for d in diff_ids):
         raise MalformedArchiveError(f"{where}: rootfs.diff_ids must be a list of sha256:<hex> digests")
     return diff_ids
+
+
+def read_single_image(
+    path: Path, *, error: type[KeepdockerError] = MalformedArchiveError, hint: str = "expected exactly one"
+) -> Image:
+    """The one image of a current archive (see ``read_archive``); an archive holding several is refused.
+
+    ``error`` and ``hint`` let the caller say whose mistake it is: a user's archive (UsageError, "push one per
+    archive") or an archive this program made or received (MalformedArchiveError).
+    """
+    images = read_archive(path)
+    if len(images) != 1:
+        ids = ", ".join(i.id for i in images)
+        raise error(f"{path}: holds {len(images)} images ({ids}); {hint}")
+    return images[0]
 
 
 def read_archive(path: Path) -> list[Image]:
