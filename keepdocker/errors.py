@@ -15,6 +15,8 @@
     │   ├── ArvadosPermissionError  the token may not read or write what was asked               permanent
     │   ├── ArvadosNotFoundError    the collection, link or project does not exist               permanent
     │   └── ArvadosUnavailableError the API or Keep answered 5xx, timed out, or is unreachable   temporary
+    ├── RegistryError               an image registry refused a request or served unusable data  permanent
+    │   └── RegistryUnavailableError the registry answered 5xx, timed out, or is unreachable     temporary
     ├── CacheError                  the local cache cannot hold or verify a file                 permanent
     │   ├── CacheFullError          the disk or the configured budget has no room                permanent
     │   └── CacheCorruptError       a cached file no longer matches its recorded digest          temporary
@@ -42,6 +44,8 @@ __all__ = [
     "KeepdockerError",
     "MalformedArchiveError",
     "PartialFailureError",
+    "RegistryError",
+    "RegistryUnavailableError",
     "UnsafeArchiveError",
     "UsageError",
     "VerificationError",
@@ -121,6 +125,16 @@ class ArvadosNotFoundError(ArvadosError):
 
 class ArvadosUnavailableError(ArvadosError):
     """The API server or Keep is unreachable, timed out, or answered a server error."""
+
+    temporary = True
+
+
+class RegistryError(KeepdockerError):
+    """An image registry refused a request (credentials, certificate, protocol) or served unusable data."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The image registry is unreachable, timed out, or answered a server error."""
 
     temporary = True
 

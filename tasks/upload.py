@@ -29,7 +29,8 @@ def upload(request: UploadRequest, credentials_block: str | None = None) -> Plac
             if request.tar is not None:  # retrying cannot mend the file: drop it and let the flow save it again
                 remove_quietly(str(request.tar))
             raise CacheCorruptError(exc.message, temporary=False) from exc
-    ref, action = placed.ref, placed.action.value
-    logger.info("%s: %s collection %s (%s)", request.image_id[:19], action, ref.uuid, ref.pdh)
-    timestamp = placed.image_timestamp
-    return PlacedCollection(uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=action, image_timestamp=timestamp)
+    ref, timestamp = placed.ref, placed.image_timestamp
+    logger.info("%s: %s collection %s (%s)", request.image_id[:19], placed.action.value, ref.uuid, ref.pdh)
+    return PlacedCollection(
+        uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=placed.action.value, image_timestamp=timestamp
+    )

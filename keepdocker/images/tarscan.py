@@ -37,6 +37,7 @@ from keepdocker.images import limits
 __all__ = [
     "BLOCK",
     "Compression",
+    "Decoder",
     "EntryKind",
     "LayerFacts",
     "LayerStream",
@@ -172,6 +173,10 @@ class _Decoder:
             raise MalformedArchiveError(f"{self.where}: truncated {self.kind.value} stream (unexpected end of data)")
         if self.kind is Compression.XZ and self._xz_padding % 4:
             raise MalformedArchiveError(f"{self.where}: invalid xz stream padding")
+
+
+#: Public name of the incremental decompressor (registry blobs are decoded with it too).
+Decoder = _Decoder
 
 
 class StreamBudget:
