@@ -18,11 +18,12 @@ from keepdocker.arv.client import ArvadosSession
 from keepdocker.arv.push import check_image_format, find_existing, resolve_owner
 from keepdocker.engine import DockerEngine, MatchKind
 from keepdocker.errors import ImageNotFoundError, UsageError
-from keepdocker.images.docker_archive import detect_format, read_single_image
+from keepdocker.images.docker_archive import detect_format, only_image, read_single_image
 from keepdocker.images.model import ArchiveFormat
+from keepdocker.images.validate import read_loadable_archive
 from keepdocker.references import ImageReference, parse_reference
 
-__all__ = ["PushPlan", "PushSource", "archive_identity", "plan_push", "raw_created"]
+__all__ = ["PushPlan", "PushSource", "PushTarget", "archive_identity", "locate_image", "plan_push", "raw_created"]
 
 
 class PushSource(Protocol):
@@ -42,6 +43,17 @@ class PushSource(Protocol):
 
     @property
     def from_archive(self) -> str | None: ...  # a saved archive to push instead of asking an engine
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """A plain PushSource, for callers that hold the fields rather than a validated request."""
+
+    image: str
+    tag: str | None = None
+    project_uuid: str | None = None
+    force_image_format: bool = False
+    from_archive: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,18 +85,22 @@ def archive_identity(path: Path) -> tuple[str, str | None]:
     return image.id, raw_created(image.config)
 
 
-def plan_push(session: ArvadosSession, request: PushSource) -> PushPlan:
+def plan_push(session: ArvadosSession, request: PushSource, *, engine_timeout: float = 60.0) -> PushPlan:
     """Resolve the image (archive, engine, or Arvados when the engine lacks it) and see whether Arvados has it."""
+    plan = locate_image(session, request, engine_timeout=engine_timeout)
+    if plan.image_id:
+        plan = replace(plan, in_arvados=bool(find_existing(session, plan.image_id, plan.owner_uuid).collections))
+    return plan
+
+
+def locate_image(session: ArvadosSession, request: PushSource, *, engine_timeout: float = 60.0) -> PushPlan:
+    """The plan without asking whether Arvados holds the image (``in_arvados`` stays False)."""
     check_image_format(session, request.force_image_format)
     ref = parse_reference(request.image, request.tag)
     owner = resolve_owner(session, request.project_uuid)
     if request.from_archive:
-        plan = _from_archive(Path(request.from_archive), owner, ref.repo_tag)
-    else:
-        plan = _from_engine(session, ref, owner)
-    if plan.image_id:
-        plan = replace(plan, in_arvados=bool(find_existing(session, plan.image_id, owner).collections))
-    return plan
+        return _from_archive(Path(request.from_archive), owner, ref.repo_tag)
+    return _from_engine(session, ref, owner, engine_timeout)
 
 
 def _from_archive(path: Path, owner: str, repo_tag: str | None) -> PushPlan:
@@ -92,13 +108,14 @@ def _from_archive(path: Path, owner: str, repo_tag: str | None) -> PushPlan:
     plan = PushPlan(source="archive", owner_uuid=owner, repo_tag=repo_tag, archive_format=fmt.value)
     if fmt is ArchiveFormat.V1:  # its ID is known once it has been upgraded
         return plan
-    image = read_single_image(path, error=UsageError, hint="push one per archive")
+    # A user's archive is published as it is: refuse what no engine would load, and more than one image.
+    image = only_image(read_loadable_archive(path), path, error=UsageError, hint="push one per archive")
     return replace(plan, image_id=image.id, created=raw_created(image.config))
 
 
-def _from_engine(session: ArvadosSession, ref: ImageReference, owner: str) -> PushPlan:
+def _from_engine(session: ArvadosSession, ref: ImageReference, owner: str, timeout: float) -> PushPlan:
     try:
-        with DockerEngine() as engine:
+        with DockerEngine(timeout=timeout) as engine:
             local = engine.resolve(ref)
             trusted = not engine.info().containerd_store
     except ImageNotFoundError:

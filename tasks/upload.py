@@ -6,9 +6,9 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from keepdocker.arv.push import UploadRequest, place
-from keepdocker.arv.transfer import in_steps
 from keepdocker.errors import CacheCorruptError
 from tasks.policy import IO_RETRY, image_lock
+from tasks.progress import task_meter
 from tasks.results import PlacedCollection, remove_quietly
 from tasks.session import arvados_session
 
@@ -19,9 +19,7 @@ __all__ = ["upload"]
 def upload(request: UploadRequest, credentials_block: str | None = None) -> PlacedCollection:
     """The collection holding the image for its owner: found, copied (no Keep traffic) or uploaded."""
     logger = get_run_logger()
-    progress = in_steps(
-        lambda done, total, pct: logger.info("uploaded %d of %d MiB (%d%%)", done >> 20, total >> 20, pct)
-    )
+    progress = task_meter("upload", request.image_id[:19])
     with image_lock(request.owner_uuid, request.image_id):
         try:
             placed = place(arvados_session(credentials_block), request, progress)

@@ -7,7 +7,6 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -16,34 +15,11 @@ import arvados.collection
 
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.errors import ArvadosError, CacheCorruptError, CacheFullError
+from keepdocker.progress import Progress
 
-__all__ = [
-    "CollectionRef",
-    "DownloadedTar",
-    "Progress",
-    "Writable",
-    "download_tar",
-    "in_steps",
-    "single_tar",
-    "stream_tar",
-    "upload_tar",
-]
+__all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
 
 CHUNK = 1 << 20
-Progress = Callable[[int, int], None]
-
-
-def in_steps(report: Callable[[int, int, int], None], step: int = 10) -> Progress:
-    """A progress callback that calls ``report(done, total, percent)`` every ``step`` percent and at the end."""
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        pct = 100 * done // max(total, 1)
-        if pct >= last[0] + step or done == total:
-            last[0] = pct
-            report(done, total, pct)
-
-    return progress
 
 
 @dataclass(frozen=True)

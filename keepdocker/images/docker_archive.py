@@ -45,6 +45,7 @@ __all__ = [
     "DockerArchiveWriter",
     "detect_format",
     "manifest_bytes",
+    "only_image",
     "read_archive",
     "read_members",
     "read_single_image",
@@ -151,19 +152,23 @@ def _diff_ids(where: str, config: bytes) -> list[str]:
     return diff_ids
 
 
-def read_single_image(
-    path: Path, *, error: type[KeepdockerError] = MalformedArchiveError, hint: str = "expected exactly one"
+def only_image(
+    images: list[Image], path: Path, *, error: type[KeepdockerError] = MalformedArchiveError, hint: str = ""
 ) -> Image:
-    """The one image of a current archive (see ``read_archive``); an archive holding several is refused.
+    """The one image read from the archive ``path``; an archive holding several is refused, naming them.
 
     ``error`` and ``hint`` let the caller say whose mistake it is: a user's archive (UsageError, "push one per
-    archive") or an archive this program made or received (MalformedArchiveError).
+    archive") or an archive this program made or received (MalformedArchiveError, the default).
     """
-    images = read_archive(path)
     if len(images) != 1:
         ids = ", ".join(i.id for i in images)
-        raise error(f"{path}: holds {len(images)} images ({ids}); {hint}")
+        raise error(f"{path}: holds {len(images)} images ({ids}); {hint or 'expected exactly one'}")
     return images[0]
+
+
+def read_single_image(path: Path, *, hint: str = "") -> Image:
+    """The one image of a current archive (see ``read_archive`` and ``only_image``)."""
+    return only_image(read_archive(path), path, hint=hint)
 
 
 def read_archive(path: Path) -> list[Image]:
