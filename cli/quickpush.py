@@ -13,15 +13,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from keepdocker.arv.catalog import list_images
 from keepdocker.arv.client import ArvadosConfig, connect
-from keepdocker.arv.push import check_image_format, find_existing, present_for, resolve_owner
+from keepdocker.arv.push import find_existing, present_for
 from keepdocker.cache import TarCache
-from keepdocker.engine import DockerEngine, MatchKind
-from keepdocker.errors import ImageNotFoundError, KeepdockerError
+from keepdocker.engine import DockerEngine
+from keepdocker.errors import KeepdockerError
 from keepdocker.progress import meter
-from keepdocker.references import parse_reference
-from keepdocker.registry import RegistryImage, RegistryOptions, fetch_to_cache, resolve_image
+from keepdocker.push_plan import PushTarget, locate_image, registry_options
+from keepdocker.registry import RegistryImage, fetch_to_cache
 
 __all__ = ["ENGINE_TIMEOUT_SECONDS", "PreFetch", "PreSave", "QuickLook", "quick_look", "quick_look_registry"]
 
@@ -51,25 +50,15 @@ def quick_look(
     in Arvados.
     """
     session = connect(ArvadosConfig.from_env())
-    check_image_format(session, force_image_format)
-    ref = parse_reference(image, tag)
-    with DockerEngine(timeout=ENGINE_TIMEOUT_SECONDS) as engine:
-        engine.ping()
-        try:
-            local = engine.resolve(ref)
-        except ImageNotFoundError:
-            if list_images(session, ref.repository or f"sha256:{ref.id_prefix}", ref.tag):
-                return QuickLook()  # the flow pushes the copy Arvados holds
-            raise
-        if engine.info().containerd_store:
-            return QuickLook()  # the engine's ID is not the config digest there: only a saved archive tells
-    owner = resolve_owner(session, project_uuid)
-    repo_tags = [] if local.matched_by is MatchKind.ID or ref.repo_tag is None else [ref.repo_tag]
-    existing = find_existing(session, local.id, owner)
-    found = present_for(session, existing, repo_tags)
+    target = PushTarget(image, tag, project_uuid, force_image_format)
+    plan = locate_image(session, target, engine_timeout=ENGINE_TIMEOUT_SECONDS)
+    if plan.source != "engine" or plan.image_id is None:
+        return QuickLook()  # the flow pushes the copy Arvados holds, or learns the ID from a save (containerd store)
+    existing = find_existing(session, plan.image_id, plan.owner_uuid)
+    found = present_for(session, existing, [plan.repo_tag] if plan.repo_tag else [])
     if found is not None:
         return QuickLook(present_uuid=found.uuid)
-    return QuickLook(save_id=None if existing.collections else local.id)
+    return QuickLook(save_id=None if existing.collections else plan.engine_id)
 
 
 class PreSave:
@@ -104,45 +93,47 @@ class PreSave:
         self._thread.join()
 
 
-def quick_look_registry(
-    image: str,
-    tag: str | None,
-    project_uuid: str | None,
-    options: RegistryOptions,
-    *,
-    force_image_format: bool = False,
-) -> QuickLook:
+def quick_look_registry(target: PushTarget) -> QuickLook:
     """For --from-registry: the no-op answer from the registry's manifest and config (no layers, no engine).
 
     Raises the push's one-line registry errors (no such tag, refused credentials, untrusted certificate) before
     Prefect starts.
     """
     session = connect(ArvadosConfig.from_env())
-    check_image_format(session, force_image_format)
-    found = resolve_image(image, tag, options)
-    owner = resolve_owner(session, project_uuid)
-    existing = find_existing(session, found.image_id, owner)
-    present = present_for(session, existing, [found.repo_tag] if found.repo_tag else [])
-    if present is not None:
-        return QuickLook(present_uuid=present.uuid)
-    return QuickLook(fetch=None if existing.collections else found)
+    plan = locate_image(session, target)
+    assert plan.image_id is not None and plan.registry_ref is not None  # a registry plan knows both
+    existing = find_existing(session, plan.image_id, plan.owner_uuid)
+    found = present_for(session, existing, list(plan.tags))
+    if found is not None:
+        return QuickLook(present_uuid=found.uuid)
+    if existing.collections:
+        return QuickLook()
+    return QuickLook(fetch=RegistryImage.pinned_to(plan.registry_ref, plan.image_id, target.platform))
 
 
-class PreFetch(threading.Thread):
+class PreFetch:
     """The registry image fetched into the tar cache in a background thread (the flow's fetch task reuses it).
 
     A failure here is not reported: the flow's fetch task fetches again, with its retries and its own error line.
     """
 
-    def __init__(self, image: RegistryImage, options: RegistryOptions) -> None:
-        super().__init__(name="prefetch", daemon=False)
+    def __init__(self, image: RegistryImage, target: PushTarget) -> None:
         self.image = image
-        self.options = options
+        self.options = registry_options(target)
         self.error: KeepdockerError | OSError | None = None
+        self._thread = threading.Thread(target=self._fetch, name="prefetch", daemon=False)
 
-    def run(self) -> None:
-        """Fetch (or find) the archive in the cache."""
+    def start(self) -> PreFetch:
+        """Start fetching; returns self."""
+        self._thread.start()
+        return self
+
+    def _fetch(self) -> None:
         try:
             fetch_to_cache(self.image, TarCache.from_env(), self.options)
         except (KeepdockerError, OSError) as exc:
-            self.error = exc
+            self.error = exc  # kept for inspection; the flow's fetch task retries and reports
+
+    def join(self) -> None:
+        """Wait for the fetch to end."""
+        self._thread.join()

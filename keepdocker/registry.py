@@ -88,6 +88,12 @@ class RegistryImage:
     image_id: str  # the config digest
     platform: str
 
+    @classmethod
+    def pinned_to(cls, pinned: str, image_id: str, platform: str) -> RegistryImage:
+        """The image as ``resolve_image`` found it, from what a plan keeps: ``repository@digest`` and the ID."""
+        repository, _, digest = pinned.rpartition("@")
+        return cls(pinned, repository, None, digest, image_id, platform)
+
     @property
     def pinned(self) -> str:
         """``repository@manifest digest``: what is fetched, so the bytes cannot change between resolve and fetch."""

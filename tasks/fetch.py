@@ -29,8 +29,7 @@ def fetch_from_registry(
     registry_ca: str | None = None,
 ) -> FileResult:
     """The archive of ``pinned`` (repository@manifest digest) in the cache; fetched once per image ID."""
-    repository, _, digest = pinned.rpartition("@")
-    image = RegistryImage(pinned, repository, None, digest, image_id, platform)
+    image = RegistryImage.pinned_to(pinned, image_id, platform)
     options = RegistryOptions(
         platform=platform, allow_http=allow_http, ca_file=Path(registry_ca) if registry_ca else None
     )

@@ -78,27 +78,27 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise usage_error(exc) from exc
-    presave: Any = None  # a PreSave or PreFetch thread
+    presave: Any = None  # a PreSave or PreFetch
     if args.from_registry and not args.force:
-        from cli.quickpush import quick_look_registry
-        from keepdocker.registry import RegistryOptions
+        from cli.quickpush import PreFetch, quick_look_registry
+        from keepdocker.push_plan import PushTarget
 
-        options = RegistryOptions(
+        target = PushTarget(
+            request.image,
+            request.tag,
+            request.project_uuid,
+            request.force_image_format,
+            from_registry=True,
             platform=request.platform,
             allow_http=request.allow_http,
-            ca_file=Path(request.registry_ca) if request.registry_ca else None,
+            registry_ca=request.registry_ca,
         )
-        look = quick_look_registry(
-            args.image, args.tag, args.project_uuid, options, force_image_format=args.force_image_format
-        )
+        look = quick_look_registry(target)
         if look.present_uuid is not None:
             print(look.present_uuid)
             return 0
         if look.fetch is not None:
-            from cli.quickpush import PreFetch
-
-            presave = PreFetch(look.fetch, options)  # fetches while Prefect imports; the fetch task reuses it
-            presave.start()
+            presave = PreFetch(look.fetch, target).start()  # fetches while Prefect imports; the fetch task reuses it
     elif not (args.from_archive or args.pull or args.force):
         from cli.quickpush import PreSave, quick_look
 
