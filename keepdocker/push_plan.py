@@ -141,7 +141,7 @@ def locate_image(session: ArvadosSession, request: PushSource, *, engine_timeout
     if ref is None:
         raise UsageError("IMAGE is required unless --from-archive is given")
     if request.from_registry:
-        found = resolve_image(ref.text, None, registry_options(request))
+        found = resolve_image(ref.text, request.tag, registry_options(request))
         tags = (found.repo_tag,) if found.repo_tag else ()
         return PushPlan(
             source="registry",
