@@ -1,10 +1,11 @@
-"""Flow push-image: put one Docker image into Arvados exactly as arv-keepdocker does, from an engine or an archive."""
+"""Flow push-image: put one Docker image into Arvados as arv-keepdocker does, from an engine, archive or registry."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow
@@ -12,10 +13,11 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from flows.params import PushRequest
-from keepdocker.arv.catalog import collection_name
+from keepdocker.arv.push import UploadRequest
 from keepdocker.errors import CacheCorruptError, KeepdockerError, MalformedArchiveError
-from keepdocker.images.docker_archive import read_archive
-from tasks.discover import PushPlan, discover_push, raw_created
+from keepdocker.push_plan import PushPlan, archive_identity
+from tasks.discover import discover_push
+from tasks.fetch import fetch_from_registry
 from tasks.history import history_row, record_history
 from tasks.link import link_image
 from tasks.pull import pull_image
@@ -40,14 +42,6 @@ class PushResult(BaseModel):
     seconds: float
 
 
-def _archive_identity(path: str) -> tuple[str, str | None]:
-    """The config digest and raw `created` of the single image in a saved archive."""
-    images = read_archive(Path(path))
-    if len(images) != 1:
-        raise MalformedArchiveError(f"{path}: holds {len(images)} images; a pushed archive must hold one")
-    return images[0].id, raw_created(images[0].config)
-
-
 def _fingerprint(path: str) -> str:
     """Identifies a local file by path, size and mtime (keys its upgraded copy without reading it twice)."""
     st = os.stat(path)
@@ -55,57 +49,73 @@ def _fingerprint(path: str) -> str:
 
 
 def _history_names(plan: PushPlan | None) -> list[str]:
-    """The name the user gave, once it resolved to an image (an ID-only push is filed under its ID alone)."""
-    return [plan.repo_tag] if plan is not None and plan.repo_tag else []
+    """The names the user gave (or the archive carried), once they resolved to an image (else: the ID alone)."""
+    if plan is None:
+        return []
+    return list(plan.tags) or ([plan.repo_tag] if plan.repo_tag else [])
 
 
-def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[str, str, str | None]:
-    """The archive to upload for --from-archive (v1 upgraded on the way): path, image ID, created."""
+def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[str, str, str | None, PushPlan]:
+    """The archive to upload for --from-archive (v1 upgraded on the way): path, image ID, created, updated plan."""
     path = request.from_archive or ""
     if plan.archive_format != "v1":
-        return path, plan.image_id or "", plan.created
+        return path, plan.image_id or "", plan.created, plan
     v2 = upgrade(path, _fingerprint(path), [plan.repo_tag] if plan.repo_tag else [])
     work_files.append(v2.path)
-    image_id, created = _archive_identity(v2.path)
-    return v2.path, image_id, created
+    image_id, created = archive_identity(Path(v2.path))
+    if request.image is None and v2.tags:  # no name given: the tags the v1 archive carries
+        plan = replace(plan, repo_tag=v2.tags[0], tags=tuple(v2.tags))
+    return v2.path, image_id, created, plan
 
 
-def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[PlacedCollection, str]:
-    """Save (when Arvados lacks the image) and place it; a cache entry found damaged at upload is saved once more."""
+def _save_and_upload(
+    request: PushRequest, plan: PushPlan, work_files: list[str]
+) -> tuple[PlacedCollection, str, PushPlan]:
+    """Save or fetch (when Arvados lacks the image) and place it; a damaged cache entry is written once more."""
     logger = get_run_logger()
     image_id, created = plan.image_id or "", plan.created
     tar, tar_sha256 = None, ""
     if plan.source == "archive":
-        tar, image_id, created = _from_archive(request, plan, work_files)
+        tar, image_id, created, plan = _from_archive(request, plan, work_files)
     for attempt in (1, 2):
+        if plan.source == "registry" and (request.force or not plan.in_arvados):
+            fetched = fetch_from_registry(
+                plan.registry_ref or "", image_id, request.platform, request.allow_http, request.registry_ca
+            )
+            tar, tar_sha256 = fetched.path, fetched.sha256
+            work_files.append(fetched.path)
+            archive_id, created = archive_identity(Path(fetched.path))
+            if archive_id != image_id:
+                raise MalformedArchiveError(f"{fetched.path}: holds {archive_id}, not the fetched {image_id}")
         if plan.source == "engine" and (request.force or not plan.in_arvados):
             saved = save(plan.engine_id or "")
             tar, tar_sha256 = saved.path, saved.sha256
             work_files.append(saved.path)
-            archive_id, created = _archive_identity(saved.path)
+            archive_id, created = archive_identity(Path(saved.path))
             if image_id and archive_id != image_id:
                 logger.warning(
                     "engine ID %s is not the archive's config digest %s: using the latter", image_id, archive_id
                 )
             image_id = archive_id
-        name = request.name or collection_name(image_id, plan.repo_tag)
         try:
             placed = upload(
-                tar,
-                image_id,
-                plan.owner_uuid,
-                name,
-                plan.repo_tag,
-                request.force,
-                created,
+                UploadRequest(
+                    image_id=image_id,
+                    owner_uuid=plan.owner_uuid,
+                    name=request.name,
+                    repo_tag=plan.repo_tag,
+                    tar=Path(tar) if tar else None,
+                    tar_sha256=tar_sha256,
+                    created=created,
+                    force=request.force,
+                ),
                 request.credentials_block,
-                tar_sha256,
             )
-            return placed, image_id
+            return placed, image_id, plan
         except CacheCorruptError:
             if attempt == 2 or not tar_sha256:
                 raise
-            logger.warning("the saved archive of %s was damaged in the cache; saving it again", image_id[:19])
+            logger.warning("the archive of %s was damaged in the cache; writing it again", image_id[:19])
     raise AssertionError("unreachable")
 
 
@@ -118,11 +128,11 @@ def push_image(request: PushRequest) -> PushResult:
     work_files: list[str] = []
     try:
         if request.pull:
-            pull_image(request.image, request.tag)
-        plan = discover_push(request)
+            pull_image(request.image or "", request.tag)
+        plan = discover_push(request, request.credentials_block)
         image_id = plan.image_id or ""
-        placed, image_id = _save_and_upload(request, plan, work_files)
-        tags = [plan.repo_tag] if plan.repo_tag else []
+        placed, image_id, plan = _save_and_upload(request, plan, work_files)
+        tags = list(plan.tags)
         links = link_image(
             placed.uuid, image_id, tags, plan.owner_uuid, placed.image_timestamp, request.credentials_block
         )
