@@ -16,7 +16,10 @@ from prefect.context import get_run_context
 
 __all__ = ["HISTORY_COLUMNS", "history_key", "history_row", "read_history", "record_history"]
 
-HISTORY_COLUMNS = ("time", "flow_run", "flow", "action", "outcome", "image_id", "collection", "pdh", "bytes", "seconds")
+HISTORY_COLUMNS = (
+    "time", "flow_run", "flow", "action", "outcome", "image_id", "collection", "pdh", "bytes", "bytes_reused",
+    "bytes_written", "seconds",
+)
 
 
 def canonical_image_name(image: str) -> str:
@@ -44,6 +47,8 @@ def history_row(
     pdh: str = "",
     size: int = 0,
     seconds: float = 0.0,
+    reused: int = 0,
+    written: int = 0,
 ) -> dict[str, Any]:
     """One history row stamped with the current time and flow run."""
     flow_run, flow_name = "", ""
@@ -65,6 +70,8 @@ def history_row(
         "collection": collection,
         "pdh": pdh,
         "bytes": size,
+        "bytes_reused": reused,
+        "bytes_written": written,
         "seconds": round(seconds, 2),
     }
 

@@ -26,7 +26,7 @@ def print_history(image: str, limit: int = 50) -> bool:
     if not rows:
         print(f"no history for {canonical_image_name(image)}")
         return False
-    widths = {"time": 20, "action": 8, "outcome": 10, "image_id": 19, "collection": 27, "pdh": 42, "bytes": 10}
+    widths = {"time": 20, "action": 8, "outcome": 10, "image_id": 19, "collection": 27, "pdh": 42, "bytes": 10, "bytes_reused": 12, "bytes_written": 13}
     cols = [c for c in HISTORY_COLUMNS if c in widths] + ["seconds", "flow_run"]
     print("  ".join(c.upper().ljust(widths.get(c, 8)) for c in cols))
     for row in rows:
