@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from cli.console import console_progress
 from keepdocker.errors import KeepdockerError, UsageError
 
 # Each module has add_parser(subparsers) that sets `func(args) -> int` on its parser.
@@ -40,7 +41,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code: int = args.func(args)
+        with console_progress(quiet=getattr(args, "quiet", False)):
+            code: int = args.func(args)
     except KeepdockerError as exc:
         print(f"keepdocker {args.command}: error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

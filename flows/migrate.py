@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from typing import Any, cast
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow
@@ -45,14 +45,15 @@ class ImageOutcome(BaseModel):
     new_pdh: str = ""
     new_id: str = ""
     collection: str = ""
-    outcome: str = "planned"  # planned | migrated | failed
-    action: str = ""  # in place | uploaded | copied | present
+    outcome: Literal["planned", "migrated", "failed"] = "planned"
+    action: str = ""  # in place | uploaded | copied | present (or the fanned-out flow run)
     path: str = ""  # in place | whole file: <why> | engine: download path
-    bytes_reused: int = 0  # bytes of the new tar that are the old collection's blocks
+    bytes_reused: int = 0  # bytes of the v2 tar that are the old collection's Keep blocks
     bytes_written: int = 0  # bytes put into Keep for this image
     links_created: int = 0
     error: str = ""
-    bytes: int = 0
+    bytes: int = 0  # the v1 image's size (what the sweep downloads)
+    v2_bytes: int = 0  # the v2 image tar's size in Keep
     seconds: float = 0.0
 
 
@@ -73,19 +74,21 @@ class MigrationReport(BaseModel):
         return sum(i.bytes for i in self.images)
 
     def table(self) -> list[dict[str, Any]]:
-        """The summary rows (image, old PDH, new PDH, new ID, outcome, bytes, seconds)."""
+        """The summary rows, outcome first and the reason of a failure last (so nothing needs scrolling to)."""
         return [
             {
+                "outcome": i.outcome,
                 "image": i.image,
                 "old_pdh": i.old_pdh,
                 "new_pdh": i.new_pdh,
                 "new_id": i.new_id,
-                "outcome": i.outcome if not i.error else f"{i.outcome}: {i.error}",
-                "path": i.path,
-                "bytes": i.bytes,
+                "v1_bytes": i.bytes,
+                "v2_bytes": i.v2_bytes,
                 "bytes_reused": i.bytes_reused,
                 "bytes_written": i.bytes_written,
+                "path": i.path,
                 "seconds": round(i.seconds, 2),
+                "reason": i.error,
             }
             for i in self.images
         ]
@@ -103,9 +106,51 @@ def _outcome(image: V1Image) -> ImageOutcome:
     )
 
 
+class _Placed(BaseModel):
+    """Where the v2 image now lives, how it got there, and the Keep bytes it shares and added."""
+
+    image_id: str
+    uuid: str
+    pdh: str
+    size: int
+    action: str
+    path: str
+    bytes_reused: int = 0
+    bytes_written: int = 0
+
+
+def _place(image: V1Image, request: MigrateRequest) -> _Placed:
+    """The v2 collection: in place over the old blocks (native, when sharing pays), else through a local v2 tar."""
+    creds = request.credentials_block
+    why = "engine: download path (legacy load and save need the whole tar on local disk)"
+    if request.strategy == "native":
+        moved = migrate_in_place(image.pdh, image.repo_tags, image.v1_id, image.owner_uuid, creds)
+        if not moved.fallback:
+            return _Placed(
+                image_id=moved.image_id, uuid=moved.uuid, pdh=moved.pdh, size=moved.size, action=moved.action,
+                path="in place", bytes_reused=moved.reused_bytes, bytes_written=moved.written_bytes,
+            )
+        why = f"whole file: {moved.fallback}"
+    source = download(image.pdh, creds)
+    if request.strategy == "engine":
+        v2 = upgrade_with_engine(source.path, source.sha256, image.repo_tags, image.v1_id)
+    else:
+        v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
+    first_tag = image.repo_tags[0] if image.repo_tags else None
+    placed = upload(
+        v2.path, v2.image_id, image.owner_uuid, collection_name(v2.image_id, first_tag), first_tag,
+        credentials_block=creds,
+    )
+    remove_quietly(source.path, v2.path)
+    return _Placed(
+        image_id=v2.image_id, uuid=placed.uuid, pdh=placed.pdh, size=placed.size, action=placed.action, path=why,
+        bytes_written=v2.size if placed.action == "uploaded" else 0,
+    )
+
+
 def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
-    """Migrate one image (in place over its Keep blocks, else download, upgrade, upload), (verify what Keep serves,)
-    link it; a failure is reported for it alone."""
+    """Place (in place over the old Keep blocks, else download, upgrade, upload), (verify what Keep serves,) and
+    link one image; a failure is reported for it alone."""
     result = _outcome(image)
     started = time.monotonic()
     creds = request.credentials_block
@@ -121,72 +166,36 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
                 "collection": placed.uuid,
                 "outcome": "migrated",
                 "action": placed.action,
+                "links_created": links,
+                "v2_bytes": placed.size,
                 "path": placed.path,
                 "bytes_reused": placed.bytes_reused,
                 "bytes_written": placed.bytes_written,
-                "links_created": links,
             }
         )
     except Exception as exc:
         message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
         result = result.model_copy(update={"outcome": "failed", "error": message})
     result = result.model_copy(update={"seconds": time.monotonic() - started})
+    # Filed under every tag of the image and both IDs, so any name the user knows finds the migration.
     record_history(
-        result.image,
+        image.repo_tags,
         history_row(
             "migrate",
-            result.outcome if not result.error else f"failed: {result.error}",
-            image_id=result.new_id or image.v1_id,
+            "failed" if result.outcome == "failed" else "migrated",
+            ", ".join(image.repo_tags) or image.v1_id,
+            reason=result.error,
+            image_id=result.new_id,
+            v1_id=image.v1_id,
             collection=result.collection,
             pdh=result.new_pdh,
-            size=result.bytes,
+            size=result.v2_bytes,
             seconds=result.seconds,
             reused=result.bytes_reused,
             written=result.bytes_written,
         ),
     )
     return result
-
-
-class _Placed(BaseModel):
-    """Where the v2 image now lives and how it got there."""
-
-    image_id: str
-    uuid: str
-    pdh: str
-    action: str
-    path: str
-    bytes_reused: int = 0
-    bytes_written: int = 0
-
-
-def _place(image: V1Image, request: MigrateRequest) -> _Placed:
-    """The v2 collection: in place for the native strategy when sharing pays, else through a local v2 tar."""
-    creds = request.credentials_block
-    why = "engine: download path (legacy load and save need the whole tar on local disk)"
-    if request.strategy == "native":
-        moved = migrate_in_place(image.pdh, image.repo_tags, image.v1_id, image.owner_uuid, creds)
-        if not moved.fallback:
-            return _Placed(
-                image_id=moved.image_id, uuid=moved.uuid, pdh=moved.pdh, action=moved.action, path="in place",
-                bytes_reused=moved.reused_bytes, bytes_written=moved.written_bytes,
-            )
-        why = f"whole file: {moved.fallback}"
-    source = download(image.pdh, creds)
-    if request.strategy == "engine":
-        v2 = upgrade_with_engine(source.path, source.sha256, image.repo_tags, image.v1_id)
-    else:
-        v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
-    first_tag = image.repo_tags[0] if image.repo_tags else None
-    placed = upload(
-        v2.path, v2.image_id, image.owner_uuid, collection_name(v2.image_id, first_tag), first_tag,
-        credentials_block=creds,
-    )
-    remove_quietly(source.path, v2.path)
-    written = v2.size if placed.action == "uploaded" else 0
-    return _Placed(
-        image_id=v2.image_id, uuid=placed.uuid, pdh=placed.pdh, action=placed.action, path=why, bytes_written=written
-    )
 
 
 def run_fanned_out(image: V1Image, request: MigrateRequest) -> ImageOutcome:
@@ -248,7 +257,11 @@ def migrate_images(request: MigrateRequest) -> MigrationReport:
         logger.info("dry run: %d image(s), %d bytes would be migrated", len(images), report.total_bytes)
         return report
 
-    progress = cast(UUID, create_progress_artifact(0.0, key="migrate-images-progress", description="Images finished"))
+    total = len(images)
+    progress = cast(
+        UUID,
+        create_progress_artifact(0.0, key="migrate-images-progress", description=f"0 of {total} images finished"),
+    )
     outcomes: list[ImageOutcome] = []
     one = run_fanned_out if request.fan_out else migrate_one
     with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
@@ -257,8 +270,13 @@ def migrate_images(request: MigrateRequest) -> MigrationReport:
         ]
         for fut in as_completed(futures):
             outcomes.append(fut.result())
-            if images:
-                update_progress_artifact(progress, 100.0 * len(outcomes) / len(images))
+            failed = sum(o.outcome == "failed" for o in outcomes)
+            update_progress_artifact(
+                progress,
+                100.0 * len(outcomes) / max(total, 1),
+                description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
+            )
+            logger.info("%d of %d images finished (%d failed)", len(outcomes), total, failed)
     order = {i.pdh: n for n, i in enumerate(images)}
     outcomes.sort(key=lambda o: order[o.old_pdh])
     report = MigrationReport(dry_run=False, images=outcomes)
