@@ -28,12 +28,12 @@ from keepdocker.progress import Progress
 __all__ = [
     "Action",
     "Existing",
-    "already_pushed",
     "check_image_format",
     "copy_into",
     "ensure_links",
     "find_existing",
     "place_image",
+    "present_for",
     "resolve_owner",
     "upload_image",
 ]
@@ -179,17 +179,15 @@ def ensure_links(
     return create_links(session, missing_links(wanted, image_links_on(session, collection_uuid), owner_uuid))
 
 
-def already_pushed(
-    session: ArvadosSession, image_id: str, repo_tags: list[str], owner_uuid: str
-) -> CollectionRef | None:
+def present_for(session: ArvadosSession, existing: Existing, repo_tags: list[str]) -> CollectionRef | None:
     """The owner's collection when it already holds the image and all its links: a push would change nothing."""
-    owned = find_existing(session, image_id, owner_uuid).owned
+    owned = existing.owned
     if owned is None:
         return None
-    uuid = str(owned["uuid"])
-    wanted = [LinkSpec(HASH_LINK, image_id, uuid, owner_uuid)]
-    wanted += [LinkSpec(REPO_TAG_LINK, rt, uuid, owner_uuid) for rt in repo_tags]
-    if missing_links(wanted, image_links_on(session, uuid), owner_uuid):
+    uuid, owner = str(owned["uuid"]), existing.owner_uuid
+    wanted = [LinkSpec(HASH_LINK, existing.image_id, uuid, owner)]
+    wanted += [LinkSpec(REPO_TAG_LINK, rt, uuid, owner) for rt in repo_tags]
+    if missing_links(wanted, image_links_on(session, uuid), owner):
         return None
     return _ref(owned)
 
