@@ -12,14 +12,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from keepdocker.arv.catalog import list_images
 from keepdocker.arv.client import ArvadosConfig, connect
-from keepdocker.arv.push import check_image_format, find_existing, present_for, resolve_owner
+from keepdocker.arv.push import find_existing, present_for
 from keepdocker.cache import TarCache
-from keepdocker.engine import DockerEngine, MatchKind
-from keepdocker.errors import ImageNotFoundError, KeepdockerError
+from keepdocker.engine import DockerEngine
+from keepdocker.errors import KeepdockerError
 from keepdocker.progress import meter
-from keepdocker.references import parse_reference
+from keepdocker.push_plan import PushTarget, locate_image
 
 __all__ = ["ENGINE_TIMEOUT_SECONDS", "PreSave", "QuickLook", "quick_look"]
 
@@ -48,25 +47,15 @@ def quick_look(
     in Arvados.
     """
     session = connect(ArvadosConfig.from_env())
-    check_image_format(session, force_image_format)
-    ref = parse_reference(image, tag)
-    with DockerEngine(timeout=ENGINE_TIMEOUT_SECONDS) as engine:
-        engine.ping()
-        try:
-            local = engine.resolve(ref)
-        except ImageNotFoundError:
-            if list_images(session, ref.repository or f"sha256:{ref.id_prefix}", ref.tag):
-                return QuickLook()  # the flow pushes the copy Arvados holds
-            raise
-        if engine.info().containerd_store:
-            return QuickLook()  # the engine's ID is not the config digest there: only a saved archive tells
-    owner = resolve_owner(session, project_uuid)
-    repo_tags = [] if local.matched_by is MatchKind.ID or ref.repo_tag is None else [ref.repo_tag]
-    existing = find_existing(session, local.id, owner)
-    found = present_for(session, existing, repo_tags)
+    target = PushTarget(image, tag, project_uuid, force_image_format)
+    plan = locate_image(session, target, engine_timeout=ENGINE_TIMEOUT_SECONDS)
+    if plan.source != "engine" or plan.image_id is None:
+        return QuickLook()  # the flow pushes the copy Arvados holds, or learns the ID from a save (containerd store)
+    existing = find_existing(session, plan.image_id, plan.owner_uuid)
+    found = present_for(session, existing, [plan.repo_tag] if plan.repo_tag else [])
     if found is not None:
         return QuickLook(present_uuid=found.uuid)
-    return QuickLook(save_id=None if existing.collections else local.id)
+    return QuickLook(save_id=None if existing.collections else plan.engine_id)
 
 
 class PreSave:

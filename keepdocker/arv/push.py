@@ -13,6 +13,7 @@ from keepdocker.arv.catalog import (
     REPO_TAG_LINK,
     REPO_TAG_PROPERTY,
     LinkSpec,
+    collection_name,
     create_links,
     find_collections,
     image_links_on,
@@ -22,16 +23,19 @@ from keepdocker.arv.catalog import (
 )
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.arv.transfer import CollectionRef, single_tar, upload_tar
-from keepdocker.errors import ArvadosError, ArvadosNotFoundError, ConfigurationError, ImageNotFoundError
+from keepdocker.errors import ArvadosError, ConfigurationError, ImageNotFoundError
 from keepdocker.progress import Progress
 
 __all__ = [
     "Action",
     "Existing",
+    "Placed",
+    "UploadRequest",
     "check_image_format",
     "copy_into",
     "ensure_links",
     "find_existing",
+    "place",
     "place_image",
     "present_for",
     "resolve_owner",
@@ -192,16 +196,6 @@ def present_for(session: ArvadosSession, existing: Existing, repo_tags: list[str
     return _ref(owned)
 
 
-def collection_exists(session: ArvadosSession, uuid: str) -> bool:
-    """True when the collection is readable and not trashed."""
-    try:
-        with arvados_errors(f"reading collection {uuid}"):
-            session.api.collections().get(uuid=uuid).execute()
-    except ArvadosNotFoundError:
-        return False
-    return True
-
-
 def _ref(collection: dict[str, Any]) -> CollectionRef:
     _, size = single_tar(str(collection.get("manifest_text") or ""))
     return CollectionRef(uuid=str(collection["uuid"]), pdh=str(collection["portable_data_hash"]), size=size)
@@ -238,3 +232,45 @@ def place_image(
         expected_sha256=expected_sha256,
     )
     return ref, Action.UPLOADED
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """Put one image's tar (or a copy Arvados already holds) into a collection of ``owner_uuid``."""
+
+    image_id: str  # the config digest, sha256:<hex>
+    owner_uuid: str
+    repo_tag: str | None  # recorded on a new collection; None for an ID-only push
+    name: str | None = None  # the name of a new collection; None: arv-keepdocker's
+    tar: Path | None = None  # the local archive; None when only a copy in Arvados can be placed
+    tar_sha256: str = ""  # the tar's recorded digest, checked while uploading ("" for files made in this run)
+    created: str | None = None  # the config's raw `created`, the image_timestamp of a fresh upload
+    force: bool = False  # upload even when a readable copy exists
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where the image lives after placing it, what was done, and the image_timestamp its links should carry."""
+
+    ref: CollectionRef
+    action: Action
+    image_timestamp: str | None
+
+
+def place(session: ArvadosSession, request: UploadRequest, progress: Progress | None = None) -> Placed:
+    """Reuse, copy or upload (see ``place_image``); reused copies keep the image_timestamp already recorded."""
+    existing = find_existing(session, request.image_id, request.owner_uuid)
+    ref, action = place_image(
+        session,
+        existing,
+        tar=request.tar,
+        name=request.name or collection_name(request.image_id, request.repo_tag),
+        repo_tag=request.repo_tag,
+        force=request.force,
+        progress=progress,
+        expected_sha256=request.tar_sha256,
+    )
+    timestamp = request.created
+    if action is not Action.UPLOADED and existing.image_timestamp:
+        timestamp = existing.image_timestamp
+    return Placed(ref, action, timestamp)
