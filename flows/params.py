@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from keepdocker.errors import UsageError
 from keepdocker.references import parse_reference
+from keepdocker.registry import DEFAULT_PLATFORM
 
 __all__ = ["PDH_PATTERN", "UUID_PATTERN", "MigrateImageRequest", "MigrateRequest", "PushRequest"]
 
@@ -31,10 +32,12 @@ class PushRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="Push an image")
 
-    image: str = Field(
+    image: str | None = Field(
+        default=None,
         min_length=1,
         max_length=512,
-        description="Image to push: repo, repo:tag, registry:port/repo:tag, or an image ID (prefix).",
+        description="Image to push: repo, repo:tag, registry:port/repo:tag, or an image ID (prefix). Optional with "
+        "from_archive: the archive's own image is pushed under the tags it carries.",
         examples=["busybox:1.36"],
     )
     tag: str | None = Field(
@@ -58,11 +61,32 @@ class PushRequest(BaseModel):
         min_length=1,
         description="Push this saved archive (v1, v2 or OCI layout) instead of asking a Docker engine.",
     )
+    from_registry: bool = Field(
+        default=False,
+        description="Fetch the image straight from its registry (no Docker engine): skopeo on the worker, "
+        "credentials from the worker's Docker config ($DOCKER_CONFIG or ~/.docker/config.json).",
+    )
+    platform: str = Field(
+        default=DEFAULT_PLATFORM,
+        pattern=r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$",
+        description="With from_registry: the platform to take from a multi-platform image (os/arch[/variant]).",
+    )
+    allow_http: bool = Field(
+        default=False,
+        description="With from_registry: allow a plain-HTTP (unencrypted) registry; loopback needs no opt-in.",
+    )
+    registry_ca: str | None = Field(
+        default=None,
+        min_length=1,
+        description="With from_registry: a PEM file on the worker with the CA(s) to trust for the registry's TLS.",
+    )
     credentials_block: CredentialsBlock = None
 
     @field_validator("image")
     @classmethod
-    def _image_parses(cls, value: str) -> str:
+    def _image_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             parse_reference(value)
         except UsageError as exc:
@@ -71,12 +95,24 @@ class PushRequest(BaseModel):
 
     @model_validator(mode="after")
     def _tag_fits(self) -> PushRequest:
-        try:
-            parse_reference(self.image, self.tag)
-        except UsageError as exc:
-            raise ValueError(exc.message) from exc
+        if self.image is None:
+            if self.from_archive is None:
+                raise ValueError("image is required unless from_archive is given")
+            if self.tag is not None:
+                raise ValueError("tag needs an image name; without one the archive's own tags are used")
+        else:
+            try:
+                ref = parse_reference(self.image, self.tag)
+            except UsageError as exc:
+                raise ValueError(exc.message) from exc
+            if self.from_registry and ref.repository is None:
+                raise ValueError("from_registry needs repository[:tag] or repository@digest, not an image ID")
         if self.from_archive is not None and self.pull:
             raise ValueError("pull and from_archive exclude each other: an archive needs no engine")
+        if self.from_registry and (self.pull or self.from_archive is not None):
+            raise ValueError("from_registry excludes pull and from_archive: it reads the registry, not an engine")
+        if not self.from_registry and (self.allow_http or self.registry_ca or self.platform != DEFAULT_PLATFORM):
+            raise ValueError("platform, allow_http and registry_ca apply to from_registry only")
         return self
 
 
