@@ -154,7 +154,8 @@ def test_corrupt_image_fails_alone(
     assert shown.returncode == 0, shown.stderr
     header, row = shown.stdout.splitlines()
     assert header.split() == [
-        "OUTCOME", "ACTION", "TIME", "IMAGE", "IMAGE_ID", "V1_ID", "COLLECTION", "PDH", "V2_BYTES", "SECONDS",
+        "OUTCOME", "ACTION", "TIME", "IMAGE", "IMAGE_ID", "V1_ID", "COLLECTION", "PDH", "V2_BYTES", "BYTES_REUSED",
+        "BYTES_WRITTEN", "SECONDS",
         "FLOW_RUN", "REASON",
     ]  # fmt: skip
     assert row.startswith("failed  ") and row.endswith(failed[0].error) and "e" * 64 in row
