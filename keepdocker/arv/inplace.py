@@ -37,6 +37,7 @@ __all__ = [
     "MIN_REUSED_FRACTION",
     "InPlacePlan",
     "KeepSpill",
+    "Piece",
     "keep_client",
     "old_file_pieces",
     "place_in_place",
@@ -247,7 +248,7 @@ def _old_ranges(extent: SourceRange, old: list[Piece], starts: list[int]) -> lis
 
 
 def _escape(name: str) -> str:
-    """A manifest file name: space, tab, newline, backslash and colon are written as octal escapes."""
+    """A manifest file name: space, tab, newline and backslash are written as octal escapes."""
     return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in name)
 
 
