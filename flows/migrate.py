@@ -34,6 +34,8 @@ __all__ = ["FANOUT_DEPLOYMENT", "ImageOutcome", "MigrationReport", "migrate_imag
 
 # The deployment a fanned-out sweep starts once per image (see deployments/prefect.yaml).
 FANOUT_DEPLOYMENT = "migrate-image/fanout"
+# The progress artifact is updated at most this often (and when the last image finishes).
+PROGRESS_SECONDS = 1.0
 
 
 class ImageOutcome(BaseModel):
@@ -272,14 +274,19 @@ def migrate_images(request: MigrateRequest) -> MigrationReport:
         futures: list[Future[ImageOutcome]] = [
             pool.submit(contextvars.copy_context().run, one, image, request) for image in images
         ]
+        shown = time.monotonic()
         for fut in as_completed(futures):
             outcomes.append(fut.result())
             failed = sum(o.outcome == "failed" for o in outcomes)
-            update_progress_artifact(
-                progress,
-                100.0 * len(outcomes) / max(total, 1),
-                description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
-            )
+            # One API round trip per update: at most one a PROGRESS_SECONDS while images finish fast, and always
+            # the last one, so the artifact ends at every image.
+            if len(outcomes) == total or time.monotonic() - shown >= PROGRESS_SECONDS:
+                update_progress_artifact(
+                    progress,
+                    100.0 * len(outcomes) / max(total, 1),
+                    description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
+                )
+                shown = time.monotonic()
             logger.info("%d of %d images finished (%d failed)", len(outcomes), total, failed)
     order = {i.pdh: n for n, i in enumerate(images)}
     outcomes.sort(key=lambda o: order[o.old_pdh])
