@@ -21,6 +21,7 @@ import io
 import os
 import queue
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -63,16 +64,29 @@ SPILL_BLOCK_BYTES = 16 * MIB
 BLOCK_CACHE_BYTES = 64 * MIB
 
 
+_keep_lock = threading.Lock()
+_keep_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 def keep_client(session: ArvadosSession) -> Any:
-    """A KeepClient with a bounded in-memory block cache, no disk cache and no prefetch threads of its own.
+    """The session's KeepClient: a bounded in-memory block cache, no disk cache, no prefetch threads of its own.
 
     The old file is read by ``KeepFileReader``, which fetches one block ahead itself; the cache then only ever holds
-    the block fetched last (one the reader holds anyway), whatever the image's size; nothing is cached on disk.
+    the block fetched last (one a reader holds anyway), whatever the image's size; nothing is cached on disk. One
+    client per API client (it is thread-safe), with its Keep services listed once, in the calling thread: a read-ahead
+    thread that listed them would first build an API client of its own.
     """
-    cache = arvados.keep.KeepBlockCache(cache_max=BLOCK_CACHE_BYTES, disk_cache=False)
-    return arvados.keep.KeepClient(
-        api_client=session.api, block_cache=cache, num_retries=SDK_RETRIES, num_prefetch_threads=0
-    )
+    with _keep_lock:
+        keep = _keep_clients.get(session.api)
+        if keep is None:
+            cache = arvados.keep.KeepBlockCache(cache_max=BLOCK_CACHE_BYTES, disk_cache=False)
+            keep = arvados.keep.KeepClient(
+                api_client=session.api, block_cache=cache, num_retries=SDK_RETRIES, num_prefetch_threads=0
+            )
+            with arvados_errors("listing the Keep services"):
+                keep.build_services_list()
+            _keep_clients[session.api] = keep
+        return keep
 
 
 class KeepSpill:
