@@ -11,10 +11,23 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.params import PushRequest
+from flows.params import (
+    CollectionName,
+    CredentialsBlock,
+    Force,
+    ForceImageFormat,
+    FromArchive,
+    Image,
+    ProjectUuid,
+    Pull,
+    Tag,
+    optional,
+)
+from flows.states import completed, failed
 from keepdocker.arv.catalog import collection_name
 from keepdocker.errors import CacheCorruptError, KeepdockerError, MalformedArchiveError
 from keepdocker.images.docker_archive import read_archive
+from keepdocker.requests import PushRequest
 from tasks.discover import PushPlan, discover_push, raw_created
 from tasks.history import history_row, record_history
 from tasks.link import link_image
@@ -111,7 +124,42 @@ def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]
 
 
 @flow(name="push-image")
-def push_image(request: PushRequest) -> PushResult:
+def push_image(
+    image: Image,
+    tag: Tag = "",
+    project_uuid: ProjectUuid = "",
+    name: CollectionName = "",
+    force: Force = False,
+    pull: Pull = False,
+    force_image_format: ForceImageFormat = False,
+    from_archive: FromArchive = "",
+    credentials_block: CredentialsBlock = "",
+) -> PushResult:
+    """Push an image into Arvados; the run's state message names the collection, or the reason it failed."""
+    try:
+        request = PushRequest(
+            image=image,
+            tag=optional(tag),
+            project_uuid=optional(project_uuid),
+            name=name or None,
+            force=force,
+            pull=pull,
+            force_image_format=force_image_format,
+            from_archive=optional(from_archive),
+            credentials_block=optional(credentials_block),
+        )
+    except KeepdockerError as exc:
+        return failed(exc, PushResult)
+    try:
+        result = push(request)
+    except KeepdockerError as exc:
+        get_run_logger().error("push of %s failed: %s", request.image, exc.message)
+        return failed(exc, PushResult)
+    label = result.tags[0] if result.tags else result.image_id[:19]
+    return completed(result, f"{result.collection_uuid} {result.action}: {label} ({result.pdh})")
+
+
+def push(request: PushRequest) -> PushResult:
     """Push ``request.image`` into Arvados; returns the collection, PDH, image ID and the action taken."""
     started = time.monotonic()
     plan: PushPlan | None = None

@@ -9,7 +9,6 @@ from prefect import task
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.params import PushRequest
 from keepdocker.arv.catalog import list_images
 from keepdocker.arv.migration import V1Image, discover_v1_images, require_admin
 from keepdocker.arv.push import check_image_format, find_existing, resolve_owner
@@ -18,6 +17,7 @@ from keepdocker.errors import ImageNotFoundError, UsageError
 from keepdocker.images.docker_archive import detect_format, read_archive
 from keepdocker.images.model import ArchiveFormat
 from keepdocker.references import parse_reference
+from keepdocker.requests import PushRequest
 from tasks.policy import IO_RETRY
 from tasks.session import arvados_session
 

@@ -9,7 +9,6 @@ import docker
 import pytest
 
 from flows.migrate import migrate_images
-from flows.params import MigrateRequest
 from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, keyset
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
 from keepdocker.errors import ConfigurationError, PartialFailureError
@@ -69,7 +68,7 @@ def _counts(session: ArvadosSession) -> tuple[int, int]:
 def test_dry_run_plans_and_writes_nothing(arvados: ArvadosSession, old_cluster: OldCluster) -> None:
     """dry_run lists every v1 image with its size and creates no collection or link."""
     before = _counts(arvados)
-    report = migrate_images(MigrateRequest(dry_run=True))
+    report = migrate_images(dry_run=True)
     assert report.dry_run
     assert sorted(i.old_pdh for i in report.images) == sorted(i.collection.pdh for i in old_cluster.images.values())
     assert all(i.bytes > 0 and i.outcome == "planned" for i in report.images)
@@ -87,7 +86,7 @@ def test_sweep_migrates_every_image_once(
         assert resolve_image(arvados, term, ("v1", "v2")) == old
         assert resolve_image(arvados, term, ("v2",)) is None
 
-    report = migrate_images(MigrateRequest(concurrency=2))
+    report = migrate_images(concurrency=2)
     assert [i.outcome for i in report.images] == ["migrated"] * 4
     by_old = {i.old_pdh: i for i in report.images}
     client = docker.DockerClient(base_url=docker_host)
@@ -117,7 +116,7 @@ def test_sweep_migrates_every_image_once(
         assert outcome.new_id in [i.id for i in loaded]
 
     before = _counts(arvados)
-    again = migrate_images(MigrateRequest())
+    again = migrate_images()
     assert again.images == []
     assert _counts(arvados) == before
 
@@ -129,7 +128,7 @@ def test_corrupt_image_fails_alone(arvados: ArvadosSession, old_cluster: OldClus
     bad_path.write_bytes(attack.data)
     bad = seed_v1_image(arvados, bad_path, "e" * 64, ("evil/image:1",))
     with pytest.raises(PartialFailureError) as info:
-        migrate_images(MigrateRequest(concurrency=2))
+        migrate_images(concurrency=2)
     report = info.value.report
     failed = [i for i in report.images if i.outcome == "failed"]
     assert [i.old_pdh for i in failed] == [bad.collection.pdh]
@@ -145,7 +144,7 @@ def test_non_admin_fails_before_any_write(
     before = _counts(arvados)
     monkeypatch.setenv("ARVADOS_API_TOKEN", standin.user_token)
     with pytest.raises(ConfigurationError, match="admin token"):
-        migrate_images(MigrateRequest())
+        migrate_images()
     assert _counts(arvados) == before
 
 
@@ -155,7 +154,7 @@ def test_engine_strategy_agrees_with_native(
 ) -> None:
     """The engine strategy (legacy load + save) yields the native converter's image ID, verified by loading."""
     img = old_cluster.images["app"]
-    report = migrate_images(MigrateRequest(pdhs=[img.collection.pdh], strategy="engine", verify=True))
+    report = migrate_images(pdhs=(img.collection.pdh,), strategy="engine", verify=True)
     (outcome,) = report.images
     native = upgrade_archive(old_cluster.archives["app"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
     assert outcome.outcome == "migrated"
