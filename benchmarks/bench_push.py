@@ -163,7 +163,7 @@ def warm_bytecode() -> None:
     if PYCACHE is None:
         return
     env = bytecode_env()
-    code = "import flows.push, flows.migrate, keepdocker.cli, arvados.commands.keepdocker, arvados.commands.put"
+    code = "import flows.push, flows.migrate, cli.main, arvados.commands.keepdocker, arvados.commands.put"
     subprocess.run([str(BIN / "python"), "-c", code], env=env, check=True)
     for tool in ("keepdocker", "arv-keepdocker", "prefect"):
         subprocess.run([str(BIN / tool), "--help"], env=env, check=True, capture_output=True)

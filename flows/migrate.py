@@ -37,7 +37,7 @@ from tasks.discover import discover_v1
 from tasks.download import download
 from tasks.history import history_row, record_history
 from tasks.link import link_migration
-from tasks.load import verify_load
+from tasks.load import verify_collection
 from tasks.results import remove_quietly
 from tasks.upgrade import upgrade, upgrade_with_engine
 from tasks.upload import upload
@@ -111,7 +111,7 @@ def _outcome(image: V1Image) -> ImageOutcome:
 
 
 def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
-    """Download, upgrade, (verify,) upload and link one image; any failure is caught and reported for it alone."""
+    """Download, upgrade, upload, (verify what Keep serves,) link one image; a failure is reported for it alone."""
     result = _outcome(image)
     started = time.monotonic()
     creds = request.credentials_block
@@ -121,8 +121,6 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
             v2 = upgrade_with_engine(source.path, source.sha256, image.repo_tags, image.v1_id)
         else:
             v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
-        if request.verify:
-            verify_load(v2.path, v2.image_id)
         first_tag = image.repo_tags[0] if image.repo_tags else None
         placed = upload(
             v2.path,
@@ -132,6 +130,8 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
             first_tag,
             credentials_block=creds,
         )
+        if request.verify:  # what Arvados now serves must load as the new ID before anything points at it
+            verify_collection(placed.pdh, v2.image_id, creds)
         links = link_migration(image, v2.image_id, placed.uuid, placed.pdh, creds)
         remove_quietly(source.path, v2.path)
         result = result.model_copy(

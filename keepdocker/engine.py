@@ -466,28 +466,37 @@ class DockerEngine:
     # -- load -----------------------------------------------------------------------------------------------------
 
     def load(self, archive: Path | str, time_limit: float | None = None) -> LoadResult:
-        """``docker load`` an archive file; return the image IDs and tags the engine reports.
+        """``docker load`` an archive file; return the image IDs and tags the engine reports (see ``load_stream``)."""
+        archive = Path(archive)
+        try:
+            f = open(archive, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"cannot read the archive {archive}: {exc.strerror}") from exc
+        with f:
+            return self.load_stream(iter(lambda: f.read(_CHUNK), b""), f"loading {archive}", time_limit)
+
+    def load_stream(
+        self, chunks: Iterable[bytes], action: str = "loading an image stream", time_limit: float | None = None
+    ) -> LoadResult:
+        """``docker load`` a tar given as byte chunks, sent as they come (nothing is written locally).
+
+        ``action`` names the source in messages. A KeepdockerError raised by ``chunks`` (the source failed) passes
+        through as it is, so a failing source is not mistaken for a failing engine.
 
         Legacy (v1) loads report nothing, so then the result is what changed in the engine's image list across the
         load: the new top images (not a parent of another new image) and their tags. That fallback cannot see an
         image that was already present with the same tags, and raises EngineError for it; concurrent loads into
         the same engine can blur it.
         """
-        archive = Path(archive)
-        action = f"loading {archive}"
         deadline = _deadline(time_limit)
         api = self._api
         ids: list[str] = []
         tags: list[str] = []
-        try:
-            f = open(archive, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise UsageError(f"cannot read the archive {archive}: {exc.strerror}") from exc
         before = {i.id: i for i in self.images()}
-        with f, self._mapped(action):
+        with self._mapped(action):
             response = api._post(
                 api._url("/images/load"),
-                data=_timed(iter(lambda: f.read(_CHUNK), b""), deadline, action, self.host),
+                data=_timed(chunks, deadline, action, self.host),
                 params={"quiet": "0"},
                 headers={"Content-Type": "application/x-tar"},
                 stream=True,

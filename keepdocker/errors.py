@@ -10,10 +10,13 @@
     ├── ImageNotFoundError          no image (or more than one) matches a reference              permanent
     ├── EngineError                 the Docker engine failed an operation                        permanent
     │   └── EngineUnavailableError  the engine cannot be reached or went away mid-operation      temporary
+    ├── VerificationError           stored bytes do not load as the image they should hold       permanent
     ├── ArvadosError                the Arvados API refused a request                            permanent
     │   ├── ArvadosPermissionError  the token may not read or write what was asked               permanent
     │   ├── ArvadosNotFoundError    the collection, link or project does not exist               permanent
     │   └── ArvadosUnavailableError the API or Keep answered 5xx, timed out, or is unreachable   temporary
+    ├── RegistryError               an image registry refused a request or served unusable data  permanent
+    │   └── RegistryUnavailableError the registry answered 5xx, timed out, or is unreachable     temporary
     ├── CacheError                  the local cache cannot hold or verify a file                 permanent
     │   ├── CacheFullError          the disk or the configured budget has no room                permanent
     │   └── CacheCorruptError       a cached file no longer matches its recorded digest          temporary
@@ -41,8 +44,11 @@ __all__ = [
     "KeepdockerError",
     "MalformedArchiveError",
     "PartialFailureError",
+    "RegistryError",
+    "RegistryUnavailableError",
     "UnsafeArchiveError",
     "UsageError",
+    "VerificationError",
     "is_temporary",
 ]
 
@@ -101,6 +107,10 @@ class EngineUnavailableError(EngineError):
     temporary = True
 
 
+class VerificationError(KeepdockerError):
+    """The bytes a collection serves do not load into the engine as the image ID recorded for them."""
+
+
 class ArvadosError(KeepdockerError):
     """The Arvados API or Keep refused a request."""
 
@@ -115,6 +125,16 @@ class ArvadosNotFoundError(ArvadosError):
 
 class ArvadosUnavailableError(ArvadosError):
     """The API server or Keep is unreachable, timed out, or answered a server error."""
+
+    temporary = True
+
+
+class RegistryError(KeepdockerError):
+    """An image registry refused a request (credentials, certificate, protocol) or served unusable data."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The image registry is unreachable, timed out, or answered a server error."""
 
     temporary = True
 

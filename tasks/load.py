@@ -1,23 +1,19 @@
-"""load: verify an archive by loading it into a Docker engine and comparing the engine's ID with ours."""
+"""load: verify a stored image by streaming its collection from Keep into a Docker engine and comparing the ID."""
 
 from __future__ import annotations
 
 from prefect import task
 
 from keepdocker.engine import DockerEngine
-from keepdocker.errors import EngineError
+from keepdocker.verify import verify_collection_loads
 from tasks.policy import IO_RETRY
+from tasks.session import arvados_session
 
-__all__ = ["verify_load"]
+__all__ = ["verify_collection"]
 
 
-@task(name="load", task_run_name="load-{image_id:.19}", **IO_RETRY)
-def verify_load(path: str, image_id: str) -> None:
-    """Load ``path`` and require the engine to report ``image_id`` (the config digest we computed)."""
+@task(name="verify", task_run_name="verify-{pdh}", **IO_RETRY)
+def verify_collection(pdh: str, image_id: str, credentials_block: str | None = None) -> None:
+    """Load what Arvados serves for ``pdh`` into the engine ($DOCKER_HOST); VerificationError unless ``image_id``."""
     with DockerEngine() as engine:
-        loaded = engine.load(path)
-    if image_id not in loaded.image_ids:
-        raise EngineError(
-            f"{path}: the engine at {engine.host} loaded {', '.join(loaded.image_ids) or 'nothing'}, "
-            f"not the computed {image_id}: do not upload this archive"
-        )
+        verify_collection_loads(arvados_session(credentials_block), pdh, image_id, engine)

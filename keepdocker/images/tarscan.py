@@ -37,6 +37,7 @@ from keepdocker.images import limits
 __all__ = [
     "BLOCK",
     "Compression",
+    "Decoder",
     "EntryKind",
     "LayerFacts",
     "LayerStream",
@@ -172,6 +173,10 @@ class _Decoder:
             raise MalformedArchiveError(f"{self.where}: truncated {self.kind.value} stream (unexpected end of data)")
         if self.kind is Compression.XZ and self._xz_padding % 4:
             raise MalformedArchiveError(f"{self.where}: invalid xz stream padding")
+
+
+#: Public name of the incremental decompressor (registry blobs are decoded with it too).
+Decoder = _Decoder
 
 
 class StreamBudget:
@@ -625,22 +630,35 @@ class OuterEntry:
 
 
 class _Source:
-    """A byte source: the archive file itself, or its decompressed stream (gzip/bzip2/xz, by magic)."""
+    """A byte source: the archive itself, or its decompressed stream (gzip/bzip2/xz, by magic).
 
-    def __init__(self, path: Path, f: BinaryIO) -> None:
-        self.path = path
+    ``f`` is any readable binary file object (a local file, a file read from Keep through the SDK); it is read
+    forward from its current position. ``pos`` counts the bytes of the tar stream consumed so far: for a plain
+    archive that is the offset in ``f`` relative to where reading started.
+    """
+
+    def __init__(self, label: str, f: BinaryIO) -> None:
+        self.label = label
         self.f = f
+        self._seekable = _seekable(f)
+        self._base = f.tell() if self._seekable else 0
+        self._end: int | None = None
         head = f.read(_MAGIC_LEN)
-        f.seek(0)
         self.compression = sniff_compression(head)
         if self.compression is Compression.ZSTD:
-            raise MalformedArchiveError(f"{path.name}: zstd-compressed archives are not supported")
-        self.decoder = _Decoder(self.compression, path.name) if self.compression is not Compression.NONE else None
+            raise MalformedArchiveError(f"{label}: zstd-compressed archives are not supported")
+        self.decoder = _Decoder(self.compression, label) if self.compression is not Compression.NONE else None
         self._pieces: Iterator[bytes] | None = None
-        self._buf = b""
+        self._buf = head  # the sniffed bytes are replayed first (the file need not seek back)
         self._bufpos = 0
-        self.consumed = 0
+        if self.decoder is not None:
+            self._buf = b""
+            self._pieces = self.decoder.feed(head)
+            self.consumed = len(head)
+        else:
+            self.consumed = 0
         self.produced = 0
+        self.pos = 0
         self._eof = False
 
     def _refill(self) -> bool:
@@ -649,7 +667,7 @@ class _Source:
             if self._pieces is not None:
                 for piece in self._pieces:
                     self.produced += len(piece)
-                    _check_ratio(self.path.name, self.produced, self.consumed, limits.MAX_ARCHIVE_BYTES)
+                    _check_ratio(self.label, self.produced, self.consumed, limits.MAX_ARCHIVE_BYTES)
                     self._buf, self._bufpos = piece, 0
                     return True
                 self._pieces = None
@@ -663,15 +681,12 @@ class _Source:
             self.consumed += len(raw)
             self._pieces = self.decoder.feed(raw)
 
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes (fewer only at the end of the stream)."""
-        if self.decoder is None:
-            return self.f.read(n)
+    def _read_buffered(self, n: int) -> bytes:
         out: list[bytes] = []
         while n > 0:
             avail = len(self._buf) - self._bufpos
             if not avail:
-                if not self._refill():
+                if self.decoder is None or not self._refill():
                     break
                 continue
             k = min(avail, n)
@@ -680,14 +695,38 @@ class _Source:
             n -= k
         return b"".join(out)
 
+    def _read_file(self, n: int) -> bytes:
+        data = self.f.read(n)
+        while data and len(data) < n:  # a file object may return short reads before its end
+            more = self.f.read(n - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the stream)."""
+        if self.decoder is not None or self._bufpos < len(self._buf):
+            data = self._read_buffered(n)
+            if self.decoder is None and len(data) < n:
+                data += self._read_file(n - len(data))
+        else:
+            data = self._read_file(n)
+        self.pos += len(data)
+        return data
+
     def skip(self, n: int) -> int:
         """Skip ``n`` bytes; returns how many could be skipped."""
-        if self.decoder is None:
-            pos = self.f.tell()
-            end = self.f.seek(0, os.SEEK_END)
-            target = min(pos + n, end)
+        if self.decoder is None and self._seekable and self._bufpos >= len(self._buf):
+            if self._end is None:
+                here = self.f.tell()
+                self._end = self.f.seek(0, os.SEEK_END)
+                self.f.seek(here)
+            here = self._base + self.pos
+            target = min(here + n, self._end)
             self.f.seek(target)
-            return target - pos
+            self.pos += target - here
+            return target - here
         done = 0
         while done < n:
             got = len(self.read(min(limits.CHUNK_BYTES, n - done)))
@@ -697,26 +736,42 @@ class _Source:
         return done
 
 
+def _seekable(f: BinaryIO) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class OuterScanner:
     """One sequential pass over an image archive, yielding safe, cleaned entries and building a name index.
 
-    Iterate ``entries()``; inside the loop the current entry's data may be read with ``read_data`` or
-    ``iter_data``; unread data is skipped. After the loop, ``index`` maps every cleaned name to its entry and
-    ``resolve`` follows links within the archive.
+    The archive is a path, or any readable binary file object (read forward once from its current position and
+    left open; e.g. a file opened from Keep through the SDK); ``label`` names it in messages. Iterate ``entries()``;
+    inside the loop the current entry's data may be read with ``read_data`` or ``iter_data``, and ``data_offset``
+    is where that data starts in the tar stream (for an uncompressed archive: the byte offset in the file, relative
+    to where reading started); unread data is skipped. After the loop, ``index`` maps every cleaned name to its entry
+    and ``resolve`` follows links within the archive.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, source: Path | BinaryIO, label: str | None = None) -> None:
+        self.source = source
+        self.path: Path | None = source if isinstance(source, Path) else None
+        if label is None:
+            label = source.name if isinstance(source, Path) else str(getattr(source, "name", "archive"))
+        self._label = label
         self.index: dict[str, OuterEntry] = {}
         self._remaining = 0
         self._pad = 0
         self._src: _Source | None = None
         self.compression = Compression.NONE
+        self.data_offset = 0
+        self.end_offset = 0  # after the pass: tar-stream bytes consumed (through the EOF marker)
 
     @property
     def label(self) -> str:
         """The archive name used in messages."""
-        return self.path.name
+        return self._label
 
     def _fail(self, name: str | None, rule: str, exc: type[Exception] = MalformedArchiveError) -> Exception:
         where = f"archive entry {quote_name(name)}" if name is not None else f"archive {quote_name(self.label)}"
@@ -724,17 +779,24 @@ class OuterScanner:
 
     def entries(self) -> Iterator[OuterEntry]:
         """Yield each accepted entry in archive order, then check links (escape, cycles) over the whole index."""
+        f: BinaryIO
+        if isinstance(self.source, Path):
+            try:
+                f = open(self.source, "rb")  # noqa: SIM115 - closed in finally
+            except OSError as exc:
+                raise MalformedArchiveError(f"cannot open archive {self.source}: {exc.strerror}") from None
+            owned = True
+        else:
+            f, owned = self.source, False
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - closed in finally
-        except OSError as exc:
-            raise MalformedArchiveError(f"cannot open archive {self.path}: {exc.strerror}") from None
-        try:
-            src = self._src = _Source(self.path, f)
+            src = self._src = _Source(self.label, f)
             self.compression = src.compression
             yield from self._scan(src)
+            self.end_offset = src.pos
         finally:
             self._src = None
-            f.close()
+            if owned:
+                f.close()
         self._check_links()
 
     def _scan(self, src: _Source) -> Iterator[OuterEntry]:
@@ -792,6 +854,7 @@ class OuterScanner:
             data_len = 0 if t[0] in _HEADER_ONLY else size
             self._remaining = data_len
             self._pad = -data_len % BLOCK
+            self.data_offset = src.pos
             if entry is not None:
                 yield entry
             if self._remaining and src.skip(self._remaining) < self._remaining:

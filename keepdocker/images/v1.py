@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from keepdocker.errors import ArchiveLimitError, MalformedArchiveError, UnsafeArchiveError
 from keepdocker.images import legacy_config, limits
@@ -86,9 +86,12 @@ def _prefixed(where: str, exc: MalformedArchiveError) -> MalformedArchiveError:
     return type(exc)(f"{where}: {exc.message}")
 
 
-def read_v1_archive(src: Path, output: LayerOutput | None = None) -> V1Archive:
-    """Read the v1 archive ``src``; write its layers to ``output`` when given. Raises ArchiveError subclasses."""
-    scanner = OuterScanner(src)
+def read_v1_archive(
+    src: Path | BinaryIO, output: LayerOutput | None = None, *, label: str | None = None
+) -> V1Archive:
+    """Read the v1 archive ``src`` (a path or a readable binary file object, named ``label`` in messages); write its
+    layers to ``output`` when given. Raises ArchiveError subclasses."""
+    scanner = OuterScanner(src, label)
     budget = StreamBudget()
     captured: dict[str, bytes] = {}
     facts: dict[str, LayerFacts] = {}
@@ -96,7 +99,7 @@ def read_v1_archive(src: Path, output: LayerOutput | None = None) -> V1Archive:
     metadata = 0
     for entry in scanner.entries():
         if entry.name == "manifest.json":
-            raise NotV1ArchiveError(f"archive {quote_name(src.name)} has a manifest.json: it is a current archive")
+            raise NotV1ArchiveError(f"archive {quote_name(scanner.label)} has a manifest.json: it is a current archive")
         if entry.kind is not EntryKind.FILE:
             continue
         parts = entry.name.split("/")
@@ -118,7 +121,7 @@ def read_v1_archive(src: Path, output: LayerOutput | None = None) -> V1Archive:
                 layer_paths[layer.diff_id] = output.finish_layer(layer.diff_id)
     if "oci-layout" in scanner.index:
         raise NotV1ArchiveError(
-            f"archive {quote_name(src.name)} is an OCI layout without manifest.json; only Docker archives are read"
+            f"archive {quote_name(scanner.label)} is an OCI layout without manifest.json; only Docker archives are read"
         )
     archive = _build(scanner, captured, facts)
     archive.layer_paths = layer_paths

@@ -1,19 +1,29 @@
-"""Run Debian's docker-registry on loopback for tests that push and pull images (no internet registry needed)."""
+"""Run Debian's docker-registry on loopback for tests that push and pull images (no internet registry needed).
+
+Besides the plain registry: htpasswd basic auth (``htpasswd`` from apache2-utils writes the bcrypt line), TLS with a
+self-signed CA, and ``put_image`` / ``put_index`` that upload hand-made images and multi-platform indexes over the
+distribution API (no engine needed, so any architecture can be faked).
+"""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import docker
 
-__all__ = ["free_port", "local_registry", "push_to_registry"]
+__all__ = ["free_port", "local_registry", "push_to_registry", "put_image", "put_index", "write_htpasswd"]
 
 
 def free_port() -> int:
@@ -24,29 +34,63 @@ def free_port() -> int:
         return port
 
 
+def write_htpasswd(path: Path, user: str, password: str) -> Path:
+    """An htpasswd file with one bcrypt entry (docker-registry accepts only bcrypt), written by apache2-utils."""
+    binary = shutil.which("htpasswd")
+    if binary is None:
+        raise RuntimeError("htpasswd is not installed: apt-get install -y apache2-utils")
+    line = subprocess.run(
+        [binary, "-niB", user], input=password, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    path.write_text(line)
+    return path
+
+
 @contextmanager
-def local_registry(root: Path, startup_timeout: float = 20.0) -> Iterator[str]:
-    """A registry on 127.0.0.1:<free port> storing under ``root``; yields ``host:port`` (dockerd trusts loopback)."""
+def local_registry(
+    root: Path,
+    startup_timeout: float = 20.0,
+    *,
+    htpasswd: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
+    port: int | None = None,
+) -> Iterator[str]:
+    """A registry on 127.0.0.1:<free port> storing under ``root``; yields ``host:port`` (dockerd trusts loopback).
+
+    ``htpasswd`` turns on basic auth; ``tls`` = (certificate, key) serves HTTPS instead of plain HTTP.
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed: apt-get install -y docker-registry")
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     config = root / "config.yml"
-    config.write_text(
+    text = (
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
+    if tls is not None:
+        text += f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n"
+    if htpasswd is not None:
+        text += f"auth:\n  htpasswd:\n    realm: keepdocker-tests\n    path: {htpasswd}\n"
+    config.write_text(text)
+    scheme = "https" if tls is not None else "http"
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
     log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
+                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/v2/", timeout=1, context=insecure) as r:
                     if r.status == 200:
                         break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and asking for credentials
+                    break
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -73,3 +117,93 @@ def push_to_registry(docker_host: str, image: str, name: str, tag: str) -> None:
                 raise RuntimeError(f"push of {name}:{tag} failed: {event['error']}")
     finally:
         client.close()
+
+
+def _request(
+    method: str, url: str, data: bytes | None = None, content_type: str | None = None
+) -> tuple[int, dict[str, str]]:
+    req = urllib.request.Request(url, data=data, method=method)
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        r.read()
+        return r.status, dict(r.headers)
+
+
+def _put_blob(registry: str, name: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    _, headers = _request("POST", f"http://{registry}/v2/{name}/blobs/uploads/", b"")
+    location = headers["Location"]
+    if location.startswith("/"):
+        location = f"http://{registry}{location}"
+    sep = "&" if "?" in location else "?"
+    _request("PUT", f"{location}{sep}digest={digest}", data, "application/octet-stream")
+    return digest
+
+
+def _put_manifest(registry: str, name: str, ref: str, body: bytes, media_type: str) -> str:
+    _request("PUT", f"http://{registry}/v2/{name}/manifests/{ref}", body, media_type)
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def put_image(
+    registry: str,
+    name: str,
+    tag: str,
+    layers: Sequence[bytes],
+    architecture: str = "amd64",
+    variant: str | None = None,
+    compress: bool = True,
+    raw_blobs: Sequence[bytes] | None = None,
+) -> tuple[str, str, int]:
+    """Upload an image of the given layer tars to a plain-HTTP registry; return (manifest digest, image ID, size).
+
+    ``raw_blobs`` replaces the uploaded layer blobs (to serve something other than gzip of the tars).
+    """
+    diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]
+    config: dict[str, object] = {
+        "architecture": architecture,
+        "os": "linux",
+        "created": "2024-01-02T03:04:05Z",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "2024-01-02T03:04:05Z", "created_by": "keepdocker tests"} for _ in layers],
+    }
+    if variant:
+        config["variant"] = variant
+    config_bytes = json.dumps(config).encode()
+    blobs = list(raw_blobs) if raw_blobs is not None else [gzip.compress(t, mtime=0) if compress else t for t in layers]
+    layer_type = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _put_blob(registry, name, config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": [{"mediaType": layer_type, "digest": _put_blob(registry, name, b), "size": len(b)} for b in blobs],
+    }
+    body = json.dumps(manifest).encode()
+    digest = _put_manifest(registry, name, tag, body, "application/vnd.oci.image.manifest.v1+json")
+    return digest, "sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(body)
+
+
+def put_index(registry: str, name: str, tag: str, entries: Sequence[tuple[str, int, str]]) -> str:
+    """Upload an OCI index of (manifest digest, size, "os/arch[/variant]") entries as ``name:tag``; its digest."""
+    manifests = []
+    for digest, size, platform in entries:
+        os_, arch, *variant = platform.split("/")
+        spec = {"os": os_, "architecture": arch, **({"variant": variant[0]} if variant else {})}
+        manifests.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "size": size,
+                "platform": spec,
+            }
+        )
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
+    )
+    return _put_manifest(registry, name, tag, body.encode(), "application/vnd.oci.image.index.v1+json")

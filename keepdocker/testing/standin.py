@@ -59,7 +59,7 @@ class RunningStandin:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir.parent / f"{self.data_dir.name}.stderr.log", "ab")  # noqa: SIM115
         cmd = [
-            sys.executable, "-c", "from keepdocker.cli import main; main()", "standin",
+            str(Path(sys.executable).with_name("keepdocker")), "standin",
             "--data-dir", str(self.data_dir), "--port", str(port), "--keep-port", str(keep_port), *self.extra_args,
         ]
         try:

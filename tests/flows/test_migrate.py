@@ -9,8 +9,9 @@ import docker
 import pytest
 
 from flows.migrate import migrate_images
-from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, keyset
+from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, LinkSpec, create_links, keyset
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
+from keepdocker.arv.transfer import upload_tar
 from keepdocker.errors import ConfigurationError, PartialFailureError
 from keepdocker.images.upgrade import upgrade_archive
 from keepdocker.testing.oldcluster import SeededImage, seed_v1_image
@@ -159,3 +160,37 @@ def test_engine_strategy_agrees_with_native(
     native = upgrade_archive(old_cluster.archives["app"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
     assert outcome.outcome == "migrated"
     assert outcome.new_id == native[0].id
+
+
+@pytest.mark.engine
+def test_native_verify_loads_what_keep_serves(
+    arvados: ArvadosSession, old_cluster: OldCluster, engine_env: str, tmp_path: Path
+) -> None:
+    """With verify, the native strategy migrates after the new collection, read back from Keep, loads as its ID."""
+    img = old_cluster.images["tool"]
+    report = migrate_images(pdhs=(img.collection.pdh,), verify=True)
+    (outcome,) = report.images
+    native = upgrade_archive(old_cluster.archives["tool"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
+    assert (outcome.outcome, outcome.new_id) == ("migrated", native[0].id)
+
+
+@pytest.mark.engine
+def test_verify_refuses_a_collection_that_does_not_load_as_the_id(
+    arvados: ArvadosSession, old_cluster: OldCluster, engine_env: str, tmp_path: Path
+) -> None:
+    """A collection already claiming the new ID but holding other bytes fails verification; nothing links to it."""
+    img = old_cluster.images["base"]
+    new_id = upgrade_archive(old_cluster.archives["base"], tmp_path / "v2.tar", img.repo_tags, img.v1_id)[0].id
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"these bytes are not an image\n" * 4096)
+    planted = upload_tar(arvados, junk, f"{new_id}.tar", name="planted", owner_uuid=img.owner_uuid, properties={})
+    create_links(arvados, [LinkSpec(HASH_LINK, new_id, planted.uuid, img.owner_uuid)])
+
+    with pytest.raises(PartialFailureError) as info:
+        migrate_images(pdhs=(img.collection.pdh,), verify=True)
+    (failed,) = info.value.report.images
+    assert failed.outcome == "failed"
+    assert "does not load as" in failed.error and new_id in failed.error
+    migrations = [["link_class", "=", MIGRATION_LINK], ["tail_uuid", "=", img.collection.pdh]]
+    assert keyset(arvados, "links", migrations) == []
+    assert keyset(arvados, "links", [["link_class", "=", REPO_TAG_LINK], ["head_uuid", "=", planted.uuid]]) == []

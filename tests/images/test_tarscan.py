@@ -151,3 +151,46 @@ def test_outer_scanner_cleans_names_and_indexes_links(tmp_path: Path) -> None:
     resolved = scanner.resolve("b/layer.tar")
     assert resolved is not None and resolved.name == "a/json"
     assert scanner.compression is Compression.XZ
+
+
+class _Trickle(io.RawIOBase):
+    """A non-seekable reader returning at most 700 bytes per call (like a socket)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(b), 700, len(self.data) - self.pos)
+        b[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+@pytest.mark.parametrize("kind", ["seekable", "trickle", "xz"])
+def test_outer_scanner_reads_file_objects_and_reports_data_offsets(kind: str) -> None:
+    """A file object (seekable at an offset, short-reading and unseekable, or compressed) scans like a path, and
+    ``data_offset`` points at each entry's data in the tar stream."""
+    data = tar_member("a/json", b"{}") + tar_member("a/layer.tar", b"x" * 1500) + tar_member("b", b"yz") + tar_end()
+    source: io.IOBase
+    if kind == "seekable":
+        source = io.BytesIO(b"PREFIX" + data)
+        source.seek(6)
+    elif kind == "trickle":
+        source = _Trickle(data)
+    else:
+        source = io.BytesIO(compress(data, "xz"))
+    scanner = OuterScanner(source, label="from-keep.tar")  # type: ignore[arg-type]
+    seen = {}
+    for entry in scanner.entries():
+        seen[entry.name] = (scanner.data_offset, b"".join(scanner.iter_data()) if entry.name == "b" else b"")
+    assert scanner.label == "from-keep.tar"
+    assert seen["a/json"][0] == 512
+    assert seen["a/layer.tar"][0] == 512 * 3
+    assert seen["b"] == (512 * 3 + 1536 + 512, b"yz")
+    assert data[seen["a/layer.tar"][0] : seen["a/layer.tar"][0] + 1500] == b"x" * 1500
+    assert scanner.end_offset == len(data)
+    assert scanner.compression is (Compression.XZ if kind == "xz" else Compression.NONE)
+    assert not source.closed  # the caller's file object is left open

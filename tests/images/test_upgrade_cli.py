@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keepdocker.cli import run
+from cli.main import run
 from keepdocker.testing.v1archives import random_v1_archive
 
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import MakeStandin
 from reliability_support import KEEPDOCKER, PrefectServer, admin_session, run_cli, standin_rows
 
-from keepdocker import cli
+from cli import main as cli
 from keepdocker.arv.catalog import MIGRATION_LINK
 from keepdocker.images.limits import MAX_RATIO, RATIO_FREE_BYTES
 from keepdocker.testing.oldcluster import seed_v1_image

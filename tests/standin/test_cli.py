@@ -34,7 +34,7 @@ def test_default_data_dir_and_clean_exit_on_signal(tmp_path: Path, signum: int) 
     """Without --data-dir the data goes under $XDG_DATA_HOME/keepdocker/standin; SIGTERM and SIGINT exit 0."""
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from keepdocker.cli import main; main()", "standin"],
+        [sys.executable, "-c", "from cli.main import main; main()", "standin"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -60,7 +60,7 @@ def test_default_data_dir_and_clean_exit_on_signal(tmp_path: Path, signum: int) 
 
 def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
     """A failure rate outside [0, 1] or a malformed cluster id is refused before anything starts."""
-    base = [sys.executable, "-c", "from keepdocker.cli import main; main()", "standin", "--data-dir", str(tmp_path)]
+    base = [sys.executable, "-c", "from cli.main import main; main()", "standin", "--data-dir", str(tmp_path)]
     rate = subprocess.run([*base, "--api-failure-rate", "1.5"], capture_output=True, text=True, timeout=60)
     assert rate.returncode == 2 and "between 0 and 1" in rate.stderr
     cluster = subprocess.run([*base, "--cluster-id", "ZZ"], capture_output=True, text=True, timeout=60)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from keepdocker.commands._flowrun import prepare_prefect, run_flow
+from cli.commands._flowrun import prepare_prefect, run_flow
 
 # (seed, repo:tag names, owned by the demo project?, repositories file in the tar?)
 DEMO_IMAGES: tuple[tuple[int, tuple[str, ...], bool, bool], ...] = (
@@ -68,10 +68,10 @@ def seed(data_dir: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the stand-in, seed it once, run the sweep, print summary and histories; stop the stand-in."""
     prepare_prefect()
+    from cli.commands.history import print_history
+    from cli.commands.migrate import print_report
     from flows.migrate import migrate_images
     from flows.params import MigrateRequest
-    from keepdocker.commands.history import print_history
-    from keepdocker.commands.migrate import print_report
     from keepdocker.testing.standin import running_standin
 
     data_dir: Path = args.data_dir or default_data_dir()

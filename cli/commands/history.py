@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from keepdocker.commands._flowrun import prepare_prefect
+from cli.commands._flowrun import prepare_prefect
 
 
 def add_parser(sub: Any) -> None:

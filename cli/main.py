@@ -1,6 +1,6 @@
 """The `keepdocker` command line: parses arguments, runs one command, turns errors into exit codes.
 
-This is the only module that calls ``sys.exit``. Commands live in ``keepdocker.commands``; the ones that run
+This is the only module that calls ``sys.exit``. Commands live in ``cli.commands``; the ones that run
 flows import Prefect lazily, so `keepdocker upgrade` and `keepdocker standin` start fast and need no Prefect API.
 """
 
@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from keepdocker.errors import KeepdockerError
+from keepdocker.errors import KeepdockerError, UsageError
 
 # Each module has add_parser(subparsers) that sets `func(args) -> int` on its parser.
 COMMANDS = ("standin", "upgrade", "push", "images", "history", "migrate", "demo")
@@ -26,9 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"keepdocker.commands.{name}")
+            module = importlib.import_module(f"cli.commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"keepdocker.commands.{name}":
+            if exc.name != f"cli.commands.{name}":
                 raise
             continue
         module.add_parser(sub)
@@ -43,7 +43,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeepdockerError as exc:
         print(f"keepdocker {args.command}: error: {exc.message}", file=sys.stderr)
-        return 2 if exc.__class__.__name__ == "UsageError" else 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         print(f"keepdocker {args.command}: interrupted", file=sys.stderr)
         return 130

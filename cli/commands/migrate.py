@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from keepdocker.commands._flowrun import prepare_prefect, run_flow, usage_error
+from cli.commands._flowrun import prepare_prefect, run_flow, usage_error
 from keepdocker.errors import PartialFailureError
 
 
@@ -21,7 +21,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="migrate at most N images")
     p.add_argument("--concurrency", type=int, default=2, help="images migrated at once (default 2)")
     p.add_argument("--strategy", choices=("native", "engine"), default="native", help="converter (default native)")
-    p.add_argument("--verify", action="store_true", help="load each result into a Docker engine and check its ID")
+    p.add_argument(
+        "--verify", action="store_true", help="load each new collection, read from Keep, into Docker; check its ID"
+    )
     p.set_defaults(func=run)
 
 
