@@ -143,7 +143,10 @@ StrategyChoice = Annotated[
     Strategy,
     _param("Converter", "native: the engine-free converter. engine: docker load + save in a Docker <= 28 engine."),
 ]
-Verify = Annotated[bool, _param("Verify", "Load each new collection, read back from Keep, into a Docker engine and check its image ID.")]
+Verify = Annotated[
+    bool,
+    _param("Verify", "Load each new collection, read back from Keep, into a Docker engine and check its image ID."),
+]
 FanOut = Annotated[
     bool,
     _param("Fan out", "Run each image as its own flow run (migrate-image/fanout) so several workers share the sweep."),

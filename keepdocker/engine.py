@@ -49,6 +49,7 @@ from keepdocker.errors import (
     KeepdockerError,
     UsageError,
 )
+from keepdocker.options import setting
 from keepdocker.references import ImageReference, parse_reference
 
 __all__ = [
@@ -340,8 +341,8 @@ class DockerEngine:
             if others:
                 hint = f" (present: {', '.join(others[:10])})"
         raise ImageNotFoundError(
-            f"no local image matches {ref.text!r}{hint} in the Docker engine at {self.host}; pull it (--pull), "
-            "build it, or check `docker images`"
+            f"no local image matches {ref.text!r}{hint} in the Docker engine at {self.host}; "
+            f"pull it ({setting('pull')}), build it, or check `docker images`"
         )
 
     def _ambiguous(self, what: str, candidates: list[LocalImage]) -> NoReturn:

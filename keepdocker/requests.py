@@ -103,8 +103,8 @@ class PushRequest:
         if self.from_archive is not None and not self.from_archive.strip():
             raise _bad("from_archive", "give the path of a saved archive")
         if self.from_archive is not None and self.pull:
-            raise _bad(
-                "pull", f"{setting('pull')} and {field('from_archive')} exclude each other: an archive needs no engine"
+            raise UsageError(
+                f"{setting('pull')} and {field('from_archive')} exclude each other: an archive needs no engine"
             )
         _check_credentials(self.credentials_block)
 

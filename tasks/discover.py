@@ -16,6 +16,7 @@ from keepdocker.engine import DockerEngine, MatchKind
 from keepdocker.errors import ImageNotFoundError, UsageError
 from keepdocker.images.docker_archive import detect_format, read_archive
 from keepdocker.images.model import ArchiveFormat
+from keepdocker.options import field
 from keepdocker.references import parse_reference
 from keepdocker.requests import PushRequest
 from tasks.policy import IO_RETRY
@@ -78,7 +79,9 @@ def discover_push(request: PushRequest) -> PushPlan:
             images = read_archive(path)
             if len(images) != 1:
                 ids = ", ".join(i.id for i in images)
-                raise UsageError(f"--from-archive {path}: holds {len(images)} images ({ids}); push one per archive")
+                raise UsageError(
+                    f"{field('from_archive')} {path}: holds {len(images)} images ({ids}); push one per archive"
+                )
             plan = plan.model_copy(update={"image_id": images[0].id, "created": raw_created(images[0].config)})
     else:
         try:

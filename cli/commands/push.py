@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.commands._flowrun import prepare_prefect, run_flow, usage_error
+from cli.commands._flowrun import prepare_prefect, run_flow
+from keepdocker.requests import PushRequest
 
 
 def add_parser(sub: Any) -> None:
@@ -26,25 +27,19 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, run the flow, print the collection UUID."""
+    request = PushRequest(
+        image=args.image,
+        tag=args.tag,
+        project_uuid=args.project_uuid,
+        name=args.name,
+        force=args.force,
+        pull=args.pull,
+        force_image_format=args.force_image_format,
+        from_archive=args.from_archive,
+    )
     prepare_prefect()
-    from pydantic import ValidationError
-
-    from flows.params import PushRequest
     from flows.push import push_image
 
-    try:
-        request = PushRequest(
-            image=args.image,
-            tag=args.tag,
-            project_uuid=args.project_uuid,
-            name=args.name,
-            force=args.force,
-            pull=args.pull,
-            force_image_format=args.force_image_format,
-            from_archive=args.from_archive,
-        )
-    except ValidationError as exc:
-        raise usage_error(exc) from exc
     ok, result = run_flow(push_image, request)
     if not ok:
         raise result
