@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from cli.commands._flowrun import prepare_prefect
 from keepdocker.errors import ConfigurationError, KeepdockerError, UsageError
 
 POLL_SECONDS = 1.0
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     if "/" not in args.deployment:
         raise UsageError(f"{args.deployment!r}: name the deployment as FLOW/DEPLOYMENT, e.g. push-image/ci")
+    prepare_prefect()
     import httpx
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
