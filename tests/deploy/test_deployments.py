@@ -200,7 +200,7 @@ def _task_states(stack: Stack, flow_run_id: str) -> dict[str, str]:
 
 
 def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -> None:
-    """nightly: 02:00 cron in the deploy-time zone, limit 1; ci: no limit; forms from the models; env baked in."""
+    """nightly: 02:00 cron, limit 1; ci: no limit; flat forms; env baked in; the credentials block type registered."""
     from prefect import get_client
 
     names = [
@@ -212,6 +212,9 @@ def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -
     ]
     with prefect_api(stack.server.api_url), get_client(sync_client=True) as client:
         deps = {name: client.read_deployment_by_name(name) for name in names}
+        # The deploy's register-blocks step made the credentials block type known to the server (and the UI).
+        block_type = client.read_block_type_by_slug("arvados-credentials")
+    assert block_type.name == "Arvados Credentials"
     nightly = deps["migrate-images/nightly"]
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [  # type: ignore[union-attr]
         ("0 2 * * *", "Europe/Berlin", True)
