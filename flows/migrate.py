@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from typing import Any, cast
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow
@@ -58,11 +58,12 @@ class ImageOutcome(BaseModel):
     new_pdh: str = ""
     new_id: str = ""
     collection: str = ""
-    outcome: str = "planned"  # planned | migrated | failed
-    action: str = ""  # uploaded | copied | present
+    outcome: Literal["planned", "migrated", "failed"] = "planned"
+    action: str = ""  # uploaded | copied | present (or the fanned-out flow run)
     links_created: int = 0
     error: str = ""
-    bytes: int = 0
+    bytes: int = 0  # the v1 image's size (what the sweep downloads)
+    v2_bytes: int = 0  # the v2 image tar's size in Keep
     seconds: float = 0.0
 
 
@@ -83,16 +84,18 @@ class MigrationReport(BaseModel):
         return sum(i.bytes for i in self.images)
 
     def table(self) -> list[dict[str, Any]]:
-        """The summary rows (image, old PDH, new PDH, new ID, outcome, bytes, seconds)."""
+        """The summary rows, outcome first and the reason of a failure last (so nothing needs scrolling to)."""
         return [
             {
+                "outcome": i.outcome,
                 "image": i.image,
                 "old_pdh": i.old_pdh,
                 "new_pdh": i.new_pdh,
                 "new_id": i.new_id,
-                "outcome": i.outcome if not i.error else f"{i.outcome}: {i.error}",
-                "bytes": i.bytes,
+                "v1_bytes": i.bytes,
+                "v2_bytes": i.v2_bytes,
                 "seconds": round(i.seconds, 2),
+                "reason": i.error,
             }
             for i in self.images
         ]
@@ -142,21 +145,26 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
                 "outcome": "migrated",
                 "action": placed.action,
                 "links_created": links,
+                "v2_bytes": placed.size,
             }
         )
     except Exception as exc:
         message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
         result = result.model_copy(update={"outcome": "failed", "error": message})
     result = result.model_copy(update={"seconds": time.monotonic() - started})
+    # Filed under every tag of the image and both IDs, so any name the user knows finds the migration.
     record_history(
-        result.image,
+        image.repo_tags,
         history_row(
             "migrate",
-            result.outcome if not result.error else f"failed: {result.error}",
-            image_id=result.new_id or image.v1_id,
+            "failed" if result.outcome == "failed" else "migrated",
+            ", ".join(image.repo_tags) or image.v1_id,
+            reason=result.error,
+            image_id=result.new_id,
+            v1_id=image.v1_id,
             collection=result.collection,
             pdh=result.new_pdh,
-            size=result.bytes,
+            size=result.v2_bytes,
             seconds=result.seconds,
         ),
     )
@@ -278,7 +286,11 @@ def sweep(request: MigrateRequest) -> MigrationReport:
         logger.info("dry run: %d image(s), %d bytes would be migrated", len(images), report.total_bytes)
         return report
 
-    progress = cast(UUID, create_progress_artifact(0.0, key="migrate-images-progress", description="Images finished"))
+    total = len(images)
+    progress = cast(
+        UUID,
+        create_progress_artifact(0.0, key="migrate-images-progress", description=f"0 of {total} images finished"),
+    )
     outcomes: list[ImageOutcome] = []
     one = run_fanned_out if request.fan_out else migrate_one
     with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
@@ -287,8 +299,13 @@ def sweep(request: MigrateRequest) -> MigrationReport:
         ]
         for fut in as_completed(futures):
             outcomes.append(fut.result())
-            if images:
-                update_progress_artifact(progress, 100.0 * len(outcomes) / len(images))
+            failed = sum(o.outcome == "failed" for o in outcomes)
+            update_progress_artifact(
+                progress,
+                100.0 * len(outcomes) / max(total, 1),
+                description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
+            )
+            logger.info("%d of %d images finished (%d failed)", len(outcomes), total, failed)
     order = {i.pdh: n for n, i in enumerate(images)}
     outcomes.sort(key=lambda o: order[o.old_pdh])
     report = MigrationReport(dry_run=False, images=outcomes)

@@ -67,10 +67,9 @@ def _fingerprint(path: str) -> str:
     return hashlib.sha256(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
 
 
-def _history_name(request: PushRequest, plan: PushPlan | None, image_id: str) -> str:
-    if plan is not None and plan.repo_tag:
-        return plan.repo_tag
-    return image_id or request.image
+def _history_names(plan: PushPlan | None) -> list[str]:
+    """The name the user gave, once it resolved to an image (an ID-only push is filed under its ID alone)."""
+    return [plan.repo_tag] if plan is not None and plan.repo_tag else []
 
 
 def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -> tuple[str, str, str | None]:
@@ -177,11 +176,21 @@ def push(request: PushRequest) -> PushResult:
         )
         remove_quietly(*work_files)
     except Exception as exc:
-        message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
-        record_history(
-            _history_name(request, plan, image_id),
-            history_row("push", f"failed: {message}", image_id=image_id, seconds=time.monotonic() - started),
-        )
+        # Only an image that resolved gets a history: a name that never matched anything is not an image.
+        if plan is not None and (image_id or plan.repo_tag):
+            message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
+            names = _history_names(plan)
+            record_history(
+                names,
+                history_row(
+                    "push",
+                    "failed",
+                    ", ".join(names) or image_id,
+                    reason=message,
+                    image_id=image_id,
+                    seconds=time.monotonic() - started,
+                ),
+            )
         raise
     result = PushResult(
         collection_uuid=placed.uuid,
@@ -193,11 +202,13 @@ def push(request: PushRequest) -> PushResult:
         bytes=placed.size,
         seconds=round(time.monotonic() - started, 2),
     )
+    names = _history_names(plan)
     record_history(
-        _history_name(request, plan, image_id),
+        names,
         history_row(
             "push",
             placed.action,
+            ", ".join(names) or image_id,
             image_id=image_id,
             collection=placed.uuid,
             pdh=placed.pdh,

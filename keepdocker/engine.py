@@ -340,8 +340,9 @@ class DockerEngine:
             others = sorted(t for i in images for t in i.tags if t.rpartition(":")[0] == ref.repository)
             if others:
                 hint = f" (present: {', '.join(others[:10])})"
+        what = ref.familiar() if ref.repository is not None else f"matches {ref.text!r}"
         raise ImageNotFoundError(
-            f"no local image matches {ref.text!r}{hint} in the Docker engine at {self.host}; "
+            f"no local image {what}{hint} in the Docker engine at {self.host}; "
             f"pull it ({setting('pull')}), build it, or check `docker images`"
         )
 

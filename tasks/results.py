@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,7 +48,7 @@ class PlacedCollection(BaseModel):
     uuid: str
     pdh: str
     size: int
-    action: str
+    action: Literal["uploaded", "copied", "present"]
     image_timestamp: str | None = None
 
 

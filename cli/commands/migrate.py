@@ -44,7 +44,7 @@ def print_report(report: Any, out: Any = sys.stdout) -> None:
     for r in rows:
         print(
             f"{r['image'][:32]:32}  {r['old_pdh']:42}  {r['new_pdh']:42}  {r['new_id'][:19]:19}  "
-            f"{r['seconds']:>7}  {r['outcome']}",
+            f"{r['seconds']:>7}  {r['outcome']}{': ' + r['reason'] if r['reason'] else ''}",
             file=out,
         )
     failed = len(report.failed)

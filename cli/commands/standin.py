@@ -29,6 +29,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     """Register the `standin` subcommand."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -57,6 +64,14 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--latency-ms", type=_non_negative, default=0, help="add this latency to every request")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault-injection random generator")
+    parser.add_argument(
+        "--blob-signature-ttl",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="how long block permission signatures stay valid (default 1209600, two weeks); a short TTL lets "
+        "tests make signatures expire",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
     parser.set_defaults(func=run)
 
@@ -73,6 +88,7 @@ def _write_env_file(path: Path, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the stand-in, publish its environment, and block until a stop signal; return 0 on a clean stop."""
     from keepdocker.standin import Standin, StandinConfig, default_data_dir, format_env
+    from keepdocker.standin.store import BLOB_SIGNING_TTL
 
     if len(args.cluster_id) != 5 or not args.cluster_id.isalnum() or args.cluster_id != args.cluster_id.lower():
         raise UsageError(f"--cluster-id {args.cluster_id!r}: expected 5 lowercase letters or digits")
@@ -87,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         seed=args.seed,
         verbose=args.verbose,
+        blob_signature_ttl=args.blob_signature_ttl or BLOB_SIGNING_TTL,
     )
     stop = threading.Event()
 

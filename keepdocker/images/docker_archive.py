@@ -7,18 +7,18 @@ layers are taken from the manifest paths and the config's ``rootfs.diff_ids`` (`
 them). Every path is cleaned and resolved inside the archive; escaping, duplicate or special entries are refused by
 ``OuterScanner``.
 
-Writing (``DockerArchiveWriter``) produces the layout every ``docker load`` since 1.10 accepts (both image stores):
-``<diffid hex>/layer.tar`` (uncompressed, one per distinct layer), ``<image id hex>.json`` (config bytes verbatim),
-``manifest.json`` (``json.NewEncoder`` style, trailing newline) and ``repositories``. The bytes are deterministic:
-ustar headers, mode 0644, mtime 0, uid/gid 0, empty owner names, entries in a fixed order. Layer headers are written
-with a placeholder and patched once the data (of unknown decompressed size) has streamed through.
+Writing produces the layout every ``docker load`` since 1.10 accepts (both image stores): ``<diffid hex>/layer.tar``
+(uncompressed, one per distinct layer), ``<image id hex>.json`` (config bytes verbatim), ``manifest.json``
+(``json.NewEncoder`` style, trailing newline) and ``repositories``. The bytes are deterministic: ustar headers, mode
+0644, mtime 0, uid/gid 0, empty owner names, entries in a fixed order. This module makes the pieces (headers,
+manifest.json, repositories); ``plan.plan_upgrade`` lays out an upgrade and ``plan.write_plan`` renders it, and
+``DockerArchiveWriter`` streams an archive whose layers arrive one by one (the registry source).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import posixpath
 import queue
 import shutil
@@ -48,6 +48,7 @@ __all__ = [
     "read_archive",
     "read_members",
     "repositories_bytes",
+    "tar_header",
 ]
 
 _MODE = 0o644
@@ -200,7 +201,7 @@ def read_archive(path: Path) -> list[Image]:
 # --- writing ---------------------------------------------------------------------------------------------------------
 
 
-def _tar_header(name: str, size: int) -> bytes:
+def tar_header(name: str, size: int) -> bytes:
     """A deterministic ustar header for a regular file (base-256 size when it does not fit 11 octal digits)."""
     raw = name.encode()
     if len(raw) > 100:
@@ -286,7 +287,7 @@ class DockerArchiveWriter:
         self.f.write(bytes(-size % BLOCK))
         stop = self.f.tell()
         self.f.seek(start)
-        self.f.write(_tar_header(path, size))
+        self.f.write(tar_header(path, size))
         self.f.seek(stop)
         self.spans[path] = (start, stop)
         return path
@@ -297,26 +298,9 @@ class DockerArchiveWriter:
         if pump is not None:
             pump.close(raise_error=False)
 
-    def drop_layers(self, unwanted: set[str], target: BinaryIO) -> None:
-        """Copy what was written so far into ``target`` without the ``unwanted`` layers, and continue there."""
-        self.f.flush()
-        end = self.f.seek(0, os.SEEK_END)
-        cuts = sorted(self.spans[p] for p in unwanted)
-        pos = 0
-        for start, stop in [*cuts, (end, end)]:
-            self.f.seek(pos)
-            _copy(self.f, target, start - pos)
-            pos = stop
-
-        def moved(x: int) -> int:
-            return x - sum(stop - start for start, stop in cuts if stop <= x)
-
-        self.spans = {p: (moved(a), moved(b)) for p, (a, b) in self.spans.items() if p not in unwanted}
-        self.f = target
-
     def add_file(self, name: str, data: bytes) -> None:
         """Append a regular file entry."""
-        self.f.write(_tar_header(name, len(data)))
+        self.f.write(tar_header(name, len(data)))
         self.f.write(data)
         self.f.write(bytes(-len(data) % BLOCK))
 

@@ -1,13 +1,11 @@
-"""Upgrade a v1 image archive to a deterministic Docker 1.10-24 archive: the v1 reader composed with the writer.
+"""Upgrade a v1 image archive to a deterministic Docker 1.10-24 archive: the plan, written into a file.
 
-One pass over SRC: layers are decompressed, hashed, checked and written into a temporary file beside DST as they
-arrive; configs, manifest.json and repositories follow at the end, then the file is renamed to DST. On any error the
-temporary file is removed and DST is left untouched. A current (v2 or OCI) archive given as SRC is copied unchanged.
-
-Which images become manifest entries: every image tagged in ``repositories`` or by the caller (``tags`` go to
-``image``, or to the single leaf image); with no tags at all, one untagged entry per leaf image (a v1 layer no other
-layer names as parent). Entries are ordered by image ID, tags sorted, so the output bytes depend only on SRC and the
-arguments.
+One pass over SRC plans the output (``plan.plan_upgrade``): layers are decompressed, hashed and checked as they
+stream past; compressed layers are spilled, decompressed, into a temporary file beside DST. The plan is then written
+into a temporary file beside DST (uncompressed layer payloads copied from SRC by the kernel, the rest from the spill
+and from memory) and renamed to DST. On any error the temporary files are removed and DST is left untouched. A
+current (v2 or OCI) archive given as SRC is copied unchanged. Which images become manifest entries: see
+``plan.select_images``.
 """
 
 from __future__ import annotations
@@ -16,21 +14,16 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from keepdocker.errors import CacheFullError, ConfigurationError, UsageError
-from keepdocker.images.docker_archive import (
-    DockerArchiveWriter,
-    copy_file,
-    manifest_bytes,
-    read_archive,
-    repositories_bytes,
-)
+from keepdocker.images.docker_archive import copy_file, read_archive
 from keepdocker.images.model import Image, ManifestEntry, parse_tag_option
-from keepdocker.images.v1 import NotV1ArchiveError, V1Archive, read_v1_archive
+from keepdocker.images.plan import plan_upgrade, write_plan
+from keepdocker.images.v1 import NotV1ArchiveError
 
 __all__ = ["UpgradeResult", "upgrade", "upgrade_archive"]
 
@@ -55,7 +48,8 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
     Raises UsageError for bad arguments and ArchiveError subclasses for bad archives; DST is then not created.
     """
     src, dst = Path(src), Path(dst)
-    wanted = sorted({parse_tag_option(t) for t in tags})
+    for t in tags:
+        parse_tag_option(t)
     if not src.is_file():
         raise UsageError(f"SRC {src}: not a readable file")
     if not dst.parent.is_dir():
@@ -63,37 +57,28 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
     if dst.is_dir():
         raise UsageError(f"DST {dst}: is a directory; give a file name")
     temps: list[Path] = []
-    writer: DockerArchiveWriter | None = None
 
-    def new_temp() -> tuple[BinaryIO, Path]:
-        fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
+    def new_temp(kind: str) -> BinaryIO:
+        fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=f".{kind}", dir=dst.parent)
         temps.append(Path(name))
-        return os.fdopen(fd, "w+b"), Path(name)
+        return os.fdopen(fd, "w+b")
 
     try:
-        f, _ = new_temp()
-        with f:
-            writer = DockerArchiveWriter(f)
+        with new_temp("spill") as spill, open(src, "rb") as source, new_temp("partial") as out:
             try:
-                archive = read_v1_archive(src, writer)
+                plan = plan_upgrade(source, spill, tags, image, label=src.name)
             except NotV1ArchiveError:
-                writer.abort()
-                if wanted or image is not None:
+                if tags or image is not None:
                     raise UsageError(
                         f"SRC {src} is already a current archive; --tag and --image apply to v1 archives only"
                     ) from None
                 images = read_archive(src)
-                f.seek(0)
-                f.truncate()
-                copy_file(src, f)
+                copy_file(src, out)
                 result = UpgradeResult([_entry(i) for i in images], already_current=True)
             else:
-                selected = _select(archive, wanted, image)
-                result = UpgradeResult([_entry(i) for i in selected], warnings=list(archive.warnings))
-                _finish(writer, archive, selected, new_temp)
-            writer.f.flush()
-            if writer.f is not f:
-                writer.f.close()
+                spill.flush()
+                write_plan(plan, source, spill, out)
+                result = UpgradeResult(plan.entries, warnings=list(plan.warnings))
         os.replace(temps[-1], dst)
         temps.pop()
         return result
@@ -104,70 +89,10 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
             f"I/O error upgrading {src} to {dst}: {exc.strerror or exc}; check the disk space and permissions"
         ) from None
     finally:
-        if writer is not None:
-            writer.abort()
-        for t in temps:
+        for leftover in temps:
             with contextlib.suppress(FileNotFoundError):
-                t.unlink()
+                leftover.unlink()
 
 
 def _entry(image: Image) -> ManifestEntry:
     return ManifestEntry(id=image.id, tags=image.tags, created=image.created)
-
-
-def _select(archive: V1Archive, wanted: list[str], image: str | None) -> list[Image]:
-    """The images to list in manifest.json, with their final tags, ordered by image ID."""
-    tags: dict[str, set[str]] = {v1: set(t) for v1, t in (archive.repositories or {}).items()}
-    if image is not None or wanted:
-        if image is not None:
-            if image not in archive.images:
-                raise UsageError(f"--image {image}: no such v1 layer directory in SRC")
-            target = image
-        elif len(archive.leaves) == 1:
-            target = archive.leaves[0]
-        else:
-            raise UsageError(
-                f"--tag: SRC has {len(archive.leaves)} leaf images; choose one with --image V1ID "
-                f"({', '.join(leaf[:12] for leaf in archive.leaves)})"
-            )
-        for others in tags.values():  # a tag given by the caller moves to the chosen image
-            others.difference_update(wanted)
-        tags.setdefault(target, set()).update(wanted)
-    if not any(tags.values()) and image is None:
-        tags = {leaf: set() for leaf in archive.leaves}
-    by_id: dict[str, tuple[Image, set[str]]] = {}
-    for v1_id, names in tags.items():
-        if not names and not (v1_id == image or v1_id in archive.leaves):
-            continue
-        img = archive.images[v1_id].image
-        _, merged = by_id.setdefault(img.id, (img, set()))
-        merged.update(names)
-    return [
-        Image(img.id, img.config, img.layers, tuple(sorted(names)), img.created, img.parent)
-        for _, (img, names) in sorted(by_id.items())
-    ]
-
-
-def _finish(
-    writer: DockerArchiveWriter,
-    archive: V1Archive,
-    selected: list[Image],
-    new_temp: Callable[[], tuple[BinaryIO, Path]],
-) -> None:
-    """Drop unreferenced layers, then write the configs, manifest.json and repositories."""
-    paths = archive.layer_paths
-    used = {paths[layer.diff_id] for img in selected for layer in img.layers}
-    unused = set(writer.spans) - used
-    if unused:
-        target, _ = new_temp()
-        old = writer.f
-        writer.drop_layers(unused, target)
-        old.close()
-    for img in selected:
-        writer.add_file(f"{img.id.removeprefix('sha256:')}.json", img.config)
-    entries = [(img.id, img.tags, [paths[layer.diff_id] for layer in img.layers]) for img in selected]
-    writer.add_file("manifest.json", manifest_bytes(entries))
-    tops = {tag: paths[img.layers[-1].diff_id].split("/", 1)[0] for img in selected for tag in img.tags}
-    if tops:
-        writer.add_file("repositories", repositories_bytes(tops))
-    writer.close()

@@ -50,13 +50,14 @@ class NotV1ArchiveError(MalformedArchiveError):
 
 
 class LayerOutput(Protocol):
-    """Where decompressed layers go while the v1 archive is read (the docker-archive writer implements it)."""
+    """Where layers go while the v1 archive is read (the upgrade planner implements it)."""
 
-    def start_layer(self) -> Callable[[bytes], object]:
-        """Begin a layer; returns the function that receives its decompressed bytes in order."""
+    def start_layer(self, source_offset: int | None, stream: LayerStream) -> Callable[[bytes], object] | None:
+        """Begin a layer stored at ``source_offset`` of the source (None when the archive is compressed as a whole);
+        returns the function that receives its decompressed bytes in order, or None."""
         ...
 
-    def finish_layer(self, diff_id: str) -> str:
+    def finish_layer(self, facts: LayerFacts) -> str:
         """End the layer begun last; returns the member path that holds it (identical layers share one)."""
         ...
 
@@ -113,12 +114,15 @@ def read_v1_archive(
                 )
             captured[entry.name] = data
         elif len(parts) == 2 and parts[1] == "layer.tar":
-            stream = LayerStream(f"layer {quote_name(entry.name)}", budget, output.start_layer() if output else None)
+            stream = LayerStream(f"layer {quote_name(entry.name)}", budget)
+            if output is not None:
+                plain = scanner.compression is Compression.NONE
+                stream.sink = output.start_layer(scanner.data_offset if plain else None, stream)
             for piece in scanner.iter_data():
                 stream.feed(piece)
             layer = facts[entry.name] = stream.close()
             if output is not None:
-                layer_paths[layer.diff_id] = output.finish_layer(layer.diff_id)
+                layer_paths[layer.diff_id] = output.finish_layer(layer)
     if "oci-layout" in scanner.index:
         raise NotV1ArchiveError(
             f"archive {quote_name(scanner.label)} is an OCI layout without manifest.json; only Docker archives are read"

@@ -64,6 +64,11 @@ class KeepServiceInfo:
     ssl: bool = False
 
 
+def _duration(seconds: int) -> str:
+    """A duration as the cluster config writes it: ``336h`` for whole hours, else ``90s``."""
+    return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -230,7 +235,7 @@ class ApiApp:
             "StorageClasses": {"default": {"Default": True, "Priority": 0}},
             "Collections": {
                 "BlobSigning": True,
-                "BlobSigningTTL": f"{self.signer.ttl_seconds // 3600}h",
+                "BlobSigningTTL": _duration(self.signer.ttl_seconds),
                 "CollectionVersioning": False,
                 "DefaultReplication": 1,
                 "DefaultTrashLifetime": "336h",

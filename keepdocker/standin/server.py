@@ -46,10 +46,10 @@ class DataDir:
         """The certificate and key."""
         return self.root / "tls"
 
-    def open_store(self, cluster_id: str = "zzzzz") -> Store:
+    def open_store(self, cluster_id: str = "zzzzz", blob_signing_ttl: int = BLOB_SIGNING_TTL) -> Store:
         """Open (creating on first use) the record store; usable while no server runs on this directory."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return Store(self.database, cluster_id=cluster_id)
+        return Store(self.database, cluster_id=cluster_id, blob_signing_ttl=blob_signing_ttl)
 
     def open_blocks(self) -> BlockStore:
         """Open the block directory."""
@@ -70,6 +70,7 @@ class StandinConfig:
     latency_ms: int = 0
     seed: int | None = None
     verbose: bool = False
+    blob_signature_ttl: int = BLOB_SIGNING_TTL  # seconds a permission signature stays valid
 
 
 def _advertised(host: str) -> str:
@@ -95,9 +96,9 @@ class Standin:
     def __init__(self, config: StandinConfig) -> None:
         self.config = config
         self.layout = DataDir(config.data_dir)
-        self.store = self.layout.open_store(config.cluster_id)
+        self.store = self.layout.open_store(config.cluster_id, config.blob_signature_ttl)
         self.blocks = self.layout.open_blocks()
-        self.signer = BlobSigner(self.store.signing_key, BLOB_SIGNING_TTL)
+        self.signer = BlobSigner(self.store.signing_key, config.blob_signature_ttl)
         self.stats = RequestStats()
         self.faults = FaultInjector(
             api_failure_rate=config.api_failure_rate,

@@ -101,8 +101,9 @@ def _ids_param(ids: Iterable[str]) -> str:
 class Store:
     """All records of one stand-in data directory; every method is thread-safe (one connection, one lock)."""
 
-    def __init__(self, db_path: Path, cluster_id: str = "zzzzz") -> None:
+    def __init__(self, db_path: Path, cluster_id: str = "zzzzz", blob_signing_ttl: int = BLOB_SIGNING_TTL) -> None:
         self.path = db_path
+        self.blob_signing_ttl = blob_signing_ttl
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -541,7 +542,7 @@ class Store:
             raw = self._editable(caller, table, uuid, now)
             trash_at = raw["trash_at"] if raw["trash_at"] is not None and raw["trash_at"] <= now else now
             if mode == "delete":
-                cap = trash_at + BLOB_SIGNING_TTL * 1_000_000_000
+                cap = trash_at + self.blob_signing_ttl * 1_000_000_000
                 delete_at = min(raw["delete_at"], cap) if raw["delete_at"] is not None else cap
             else:
                 delete_at = now + TRASH_LIFETIME_NS

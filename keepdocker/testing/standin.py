@@ -176,10 +176,19 @@ class RunningStandin:
 
 @contextmanager
 def running_standin(
-    data_dir: Path, extra_args: Sequence[str] = (), startup_timeout: float = 60.0
+    data_dir: Path,
+    extra_args: Sequence[str] = (),
+    startup_timeout: float = 60.0,
+    blob_signature_ttl: int | None = None,
 ) -> Iterator[RunningStandin]:
-    """Run ``keepdocker standin`` on ``data_dir`` for the duration of the block; stop it by PID at the end."""
-    standin = RunningStandin(data_dir=data_dir, extra_args=list(extra_args), startup_timeout=startup_timeout)
+    """Run ``keepdocker standin`` on ``data_dir`` for the duration of the block; stop it by PID at the end.
+
+    ``blob_signature_ttl`` (seconds) shortens how long block signatures stay valid, so tests can let them expire.
+    """
+    args = list(extra_args)
+    if blob_signature_ttl is not None:
+        args += ["--blob-signature-ttl", str(blob_signature_ttl)]
+    standin = RunningStandin(data_dir=data_dir, extra_args=args, startup_timeout=startup_timeout)
     standin.start()
     try:
         yield standin

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +125,9 @@ def test_sweep_migrates_every_image_once(
     assert _counts(arvados) == before
 
 
-def test_corrupt_image_fails_alone(arvados: ArvadosSession, old_cluster: OldCluster, tmp_path: Path) -> None:
+def test_corrupt_image_fails_alone(
+    arvados: ArvadosSession, old_cluster: OldCluster, tmp_path: Path, prefect_server: str
+) -> None:
     """A malicious v1 tar fails its image with a clear message; the others migrate; the flow ends failed."""
     attack = ATTACKS["outer_dotdot_name"]()
     bad_path = tmp_path / "evil.tar"
@@ -136,6 +141,22 @@ def test_corrupt_image_fails_alone(arvados: ArvadosSession, old_cluster: OldClus
     assert attack.rule in failed[0].error
     assert sum(i.outcome == "migrated" for i in report.images) == 4
     assert keyset(arvados, "links", [["link_class", "=", MIGRATION_LINK], ["tail_uuid", "=", bad.collection.pdh]]) == []
+
+    # `keepdocker history IMAGE TAG` (a real process) prints the whole reason: no column is cut.
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "keepdocker"), "history", "evil/image", "1"],
+        env={**os.environ, "PREFECT_API_URL": prefect_server},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    header, row = shown.stdout.splitlines()
+    assert header.split() == [
+        "OUTCOME", "ACTION", "TIME", "IMAGE", "IMAGE_ID", "V1_ID", "COLLECTION", "PDH", "V2_BYTES", "SECONDS",
+        "FLOW_RUN", "REASON",
+    ]  # fmt: skip
+    assert row.startswith("failed  ") and row.endswith(failed[0].error) and "e" * 64 in row
 
 
 def test_non_admin_fails_before_any_write(
@@ -160,6 +181,43 @@ def test_engine_strategy_agrees_with_native(
     native = upgrade_archive(old_cluster.archives["app"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
     assert outcome.outcome == "migrated"
     assert outcome.new_id == native[0].id
+
+
+def test_history_of_a_migration_answers_to_every_name(arvados: ArvadosSession, tmp_path: Path) -> None:
+    """A migration is found by each tag, IMAGE TAG, the old v1 ID and the new ID (prefix); BYTES is the v2 size."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from tasks.history import read_history
+
+    # A fresh image of its own: the session's Prefect server keeps the histories other tests wrote.
+    app, _ = _seed(arvados, tmp_path, "hist", 301, ("hist/app:1.0", "hist/app:latest"), None, True)
+    report = migrate_images(pdhs=(app.collection.pdh,))
+    (outcome,) = report.images
+    assert outcome.outcome == "migrated" and outcome.v2_bytes > 0
+    (row,) = read_history("hist/app:1.0")
+    assert list(row)[:2] == ["outcome", "action"]
+    assert (row["outcome"], row["action"], row["image"]) == ("migrated", "migrate", "hist/app:1.0, hist/app:latest")
+    assert (row["image_id"], row["v1_id"], row["v2_bytes"]) == (outcome.new_id, app.v1_id, outcome.v2_bytes)
+    for query in (("hist/app:latest",), ("hist/app",), ("hist/app", "1.0"), (app.v1_id,), (app.v1_id[:12],)):
+        assert read_history(*query) == [row], query
+    assert read_history(outcome.new_id) == [row]
+    assert read_history(outcome.new_id[:15]) == [row]
+    assert read_history("hist/app", "2.0") == []
+    assert report.table()[0]["outcome"] == "migrated" and next(iter(report.table()[0])) == "outcome"
+
+    with get_client(sync_client=True) as client:
+        (progress,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["migrate-images-progress"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+        versions = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=app.v1_id[:12])), limit=10
+        )
+    assert progress.description == "1 of 1 images finished (0 failed)"
+    assert [v.description for v in versions] == ["migrate migrated: hist/app:1.0, hist/app:latest"]
 
 
 @pytest.mark.engine

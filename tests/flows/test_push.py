@@ -116,15 +116,23 @@ def test_project_push_copies_without_keep_traffic(
         ("push", "uploaded", first.collection_uuid),
     ]
     assert all(row["flow_run"] and row["pdh"] == first.pdh for row in history)
+    # BYTES is the v2 tar in Keep on every row; the same rows are found as IMAGE TAG, by ID and by ID prefix.
+    assert {row["v2_bytes"] for row in history} == {first.bytes} and first.bytes > 0
+    assert read_history("kd/proj", "v1") == history
+    assert read_history(first.image_id) == history
+    assert read_history(first.image_id[:19]) == history
+    assert read_history(first.image_id.removeprefix("sha256:")[:8]) == history
+    assert next(iter(history[0])) == "outcome"
 
 
 @pytest.mark.engine
 def test_missing_image_fails_with_a_clear_message(arvados: ArvadosSession, engine_env: str) -> None:
-    """An image neither in the engine nor in Arvados fails the flow with ImageNotFoundError, recorded in history."""
-    with pytest.raises(ImageNotFoundError, match="kd/nowhere"):
-        push_image(image="kd/nowhere:v9")
-    (row,) = read_history("kd/nowhere:v9")
-    assert row["outcome"].startswith("failed: ") and "kd/nowhere" in row["outcome"]
+    """A tag neither in the engine nor in Arvados fails naming repo:tag, and files no history (it is no image)."""
+    build_image(engine_env, "kd/somewhere", "v1", seed=14)
+    with pytest.raises(ImageNotFoundError, match=r"no local image kd/somewhere:9\.9 "):
+        push_image(image="kd/somewhere", tag="9.9")
+    assert read_history("kd/somewhere", "9.9") == []
+    assert read_history("kd/somewhere") == []
 
 
 def test_history_keys_are_prefect_artifact_keys() -> None:

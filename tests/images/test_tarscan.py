@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from keepdocker.errors import ArchiveLimitError, MalformedArchiveError
 from keepdocker.images import limits
-from keepdocker.images.docker_archive import _tar_header
+from keepdocker.images.docker_archive import tar_header
 from keepdocker.images.tarscan import (
     Compression,
     EntryKind,
@@ -113,7 +113,7 @@ def test_signed_checksum_and_base256_size_are_accepted() -> None:
     signed = sum(b if b < 128 else b - 256 for b in h)
     h[148:156] = b"%06o\x00 " % signed
     assert _parse_header(bytes(h)).size == 2
-    big = _tar_header("big/layer.tar", 9 << 30)
+    big = tar_header("big/layer.tar", 9 << 30)
     assert _parse_header(big).size == 9 << 30
     info = tarfile.TarInfo.frombuf(big, "utf-8", "surrogateescape")
     assert info.size == 9 << 30
