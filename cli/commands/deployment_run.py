@@ -17,6 +17,7 @@ from cli.commands._flowrun import prepare_prefect
 from keepdocker.errors import ConfigurationError, KeepdockerError, UsageError
 
 POLL_SECONDS = 1.0
+PROBE_SECONDS = 5.0
 
 
 def add_parser(sub: Any) -> None:
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if not api_url:
         raise ConfigurationError("PREFECT_API_URL is not set: point it at the Prefect server that holds the deployment")
     try:
+        # One quick probe first: Prefect's client retries a refused connection for half a minute.
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=PROBE_SECONDS)
         with get_client(sync_client=True) as client:
             try:
                 deployment = client.read_deployment_by_name(args.deployment)
