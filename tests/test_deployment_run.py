@@ -10,26 +10,36 @@ from pathlib import Path
 
 import pytest
 
-from cli.commands.deployment_run import first_line, parse_params
+from cli.commands.deployment_run import first_line, parse_params, typed_params
 from keepdocker.errors import UsageError
 from keepdocker.testing.prefect_procs import free_port
 
 KEEPDOCKER = str(Path(sys.executable).parent / "keepdocker")
 
 
-def test_params_are_json_when_they_parse() -> None:
-    """true, numbers and lists become JSON values; anything else stays text; later keys win."""
-    params = parse_params(
-        ["dry_run=true", "concurrency=3", 'pdhs=["a+1"]', "image=busybox:1.36", "tag=1.0", "x=1", "x="]
-    )
-    assert params == {
-        "dry_run": True,
-        "concurrency": 3,
-        "pdhs": ["a+1"],
-        "image": "busybox:1.36",
-        "tag": 1.0,
-        "x": "",
+SCHEMA = {
+    "properties": {
+        "tag": {"type": "string"},
+        "image": {"type": "string"},
+        "dry_run": {"type": "boolean"},
+        "concurrency": {"type": "integer"},
+        "pdhs": {"type": "array", "items": {"type": "string"}},
     }
+}
+
+
+def test_text_parameters_keep_what_was_typed() -> None:
+    """tag=1.10 stays the text '1.10' (prefect's --param would send 1.1); other types read JSON; later keys win."""
+    raw = parse_params(["tag=1.10", "image=busybox:1.36", "dry_run=true", "concurrency=3", 'pdhs=["a+1"]', "tag=007"])
+    params = typed_params(raw, SCHEMA, "migrate-images/adhoc")
+    assert params == {"tag": "007", "image": "busybox:1.36", "dry_run": True, "concurrency": 3, "pdhs": ["a+1"]}
+    assert typed_params({"concurrency": "many"}, SCHEMA, "x/y") == {"concurrency": "many"}  # the server refuses it
+
+
+def test_unknown_parameters_are_named() -> None:
+    """A parameter the deployment does not take is refused, listing the ones it does."""
+    with pytest.raises(UsageError, match="x/y has no parameter request; it takes tag, image, dry_run"):
+        typed_params({"request": "{}"}, SCHEMA, "x/y")
 
 
 @pytest.mark.parametrize("item", ["image", "=busybox"])

@@ -105,11 +105,26 @@ def test_ambiguous_id_prefix_lists_candidates(engine: DockerEngine, docker_host:
 @pytest.mark.engine
 def test_missing_image_message(engine: DockerEngine, image_id: str) -> None:
     """A tag that does not exist is ImageNotFoundError naming it, the engine, and the tags that do exist."""
-    with pytest.raises(ImageNotFoundError, match=r"'kdtest-engine/app:nope'.*present: .*kdtest-engine/app:v1") as info:
+    with pytest.raises(ImageNotFoundError, match=r"kdtest-engine/app:nope .*present: .*kdtest-engine/app:v1") as info:
         engine.resolve(f"{REPO}:nope")
     assert engine.host in info.value.message
     with pytest.raises(ImageNotFoundError, match="no local image matches 'sha256:fffffffffffff'"):
         engine.resolve("sha256:fffffffffffff")
+
+
+@pytest.mark.engine
+def test_missing_image_hint_follows_the_callers_spelling(engine: DockerEngine, image_id: str) -> None:
+    """The pull hint is a parameter (pull=true) for flow runs and a flag (--pull) under the CLI."""
+    from keepdocker.options import use_cli_spelling
+
+    with pytest.raises(ImageNotFoundError, match=r"pull it \(pull=true\)"):
+        engine.resolve(f"{REPO}:nope")
+    use_cli_spelling()
+    try:
+        with pytest.raises(ImageNotFoundError, match=r"pull it \(--pull\)"):
+            engine.resolve(f"{REPO}:nope")
+    finally:
+        use_cli_spelling(False)
 
 
 @pytest.mark.engine

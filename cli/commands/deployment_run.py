@@ -34,23 +34,44 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help='a flow parameter; VALUE is read as JSON when it parses (true, 3, ["a"]), else as text',
+        help='a flow parameter: text ones take VALUE as typed (tag=1.10), others read it as JSON (true, 3, ["a"])',
     )
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run (default 3600)")
     p.set_defaults(func=run)
 
 
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE pairs as `prefect deployment run --param` reads them."""
-    params: dict[str, Any] = {}
+def parse_params(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE pairs, the values as typed (later keys win)."""
+    params: dict[str, str] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--param {item!r}: give KEY=VALUE, e.g. --param image=busybox:1.36")
+        params[key.strip()] = raw
+    return params
+
+
+def typed_params(raw: dict[str, str], schema: dict[str, Any], deployment: str) -> dict[str, Any]:
+    """Values for the deployment's parameters: text for text parameters, JSON (else text) for the others.
+
+    `prefect deployment run --param` reads every value as JSON, so `tag=1.10` arrives as the number 1.1. Here a
+    parameter whose schema says string keeps exactly what was typed.
+    """
+    properties: dict[str, Any] = schema.get("properties") or {}
+    unknown = sorted(set(raw) - set(properties))
+    if unknown:
+        raise UsageError(
+            f"{deployment} has no parameter {', '.join(unknown)}; it takes {', '.join(properties) or 'none'}"
+        )
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        if properties[key].get("type") == "string":
+            params[key] = value
+            continue
         try:
-            params[key.strip()] = json.loads(raw)
+            params[key] = json.loads(value)
         except ValueError:
-            params[key.strip()] = raw
+            params[key] = value
     return params
 
 
@@ -70,7 +91,7 @@ def _refusal(exc: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Create the flow run, wait for a final state, print the answer."""
-    params = parse_params(args.param)
+    raw = parse_params(args.param)
     if "/" not in args.deployment:
         raise UsageError(f"{args.deployment!r}: name the deployment as FLOW/DEPLOYMENT, e.g. push-image/ci")
     prepare_prefect()
@@ -92,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(
                     f"no deployment {args.deployment!r} at {api_url}: see `prefect deployment ls`"
                 ) from None
+            params = typed_params(raw, deployment.parameter_openapi_schema or {}, args.deployment)
             try:
                 flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
             except PrefectHTTPStatusError as exc:

@@ -311,7 +311,8 @@ def test_sweep_with_a_corrupt_image_exits_1_and_migrates_the_others(stack: Stack
 def test_ci_push_exits_0_and_a_missing_image_exits_1(stack: Stack) -> None:
     """push-image/ci pushes an engine image (exit 0), a missing image exits 1 and files no history."""
     image_id = build_image(stack.docker_host, "kd/e2e-ci", "1", seed=61)
-    code, out, run_id = stack.run("push-image/ci", {"image": "kd/e2e-ci", "tag": "1"})
+    # prefect's --param reads values as JSON: a tag that looks like a number is given as a JSON string.
+    code, out, run_id = stack.run("push-image/ci", {"image": "kd/e2e-ci", "tag": '"1"'})
     assert code == 0, out
     (tag_link,) = keyset(stack.session, "links", [["link_class", "=", REPO_TAG_LINK], ["name", "=", "kd/e2e-ci:1"]])
     (hash_link,) = keyset(stack.session, "links", [["link_class", "=", HASH_LINK], ["name", "=", image_id]])
