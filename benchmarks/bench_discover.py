@@ -4,16 +4,15 @@ Run: ``uv run python benchmarks/bench_discover.py [--images 10000] [--migrated 0
 a stopped stand-in's record store (one collection holding ``<v1 id>.tar``, one docker_image_hash link and one
 docker_image_repo+tag link each, in two owners; ``--migrated`` of them also get a system-owned migration link), then
 starts the stand-in and times ``keepdocker.arv.migration.discover_v1_images`` over the real SDK. Prints seeding and
-discovery seconds, images per second, the API requests discovery made (from ``/_standin/stats``) and the target
-(< 30 s for 10,000 images).
+discovery seconds, images per second, the API requests discovery made and the records it listed (from
+``/_standin/stats``) and the target (< 30 s for 10,000 images). Then ``--fanout`` images (default 200) are discovered
+one PDH at a time, as each run of a fanned-out sweep does, and their total requests and records are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import random
 import sys
 import tempfile
 import time
@@ -23,59 +22,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_push
 
-from keepdocker.arv.client import ArvadosConfig, connect
-from keepdocker.arv.migration import MIGRATION_LINK, MIGRATION_LINK_NAME, discover_v1_images
-from keepdocker.standin.manifest import portable_data_hash
-from keepdocker.standin.server import DataDir
+from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
+from keepdocker.arv.migration import discover_v1_images, require_admin
+from keepdocker.testing.oldcluster import seed_v1_records
+from keepdocker.testing.standin import RunningStandin
 
 TARGET_SECONDS = 30.0
 
 
-def seed_store(root: Path, images: int, migrated: int, seed: int = 0) -> tuple[int, float]:
-    """Seed ``images`` v1 images into the stopped stand-in at ``root``; return (images to discover, seconds)."""
+def requests_and_records(standin: RunningStandin) -> tuple[dict[str, int], int]:
+    """API requests by kind (the stats endpoint's own excluded) and records returned by list calls, so far."""
+    counts = standin.stats()["requests"]
+    calls = {k: v for k, v in counts.items() if k.startswith("api ") and "_standin" not in k}
+    return calls, sum(v for k, v in counts.items() if k.startswith("listed "))
+
+
+def fan_out(standin: RunningStandin, session: ArvadosSession, pdhs: list[str]) -> tuple[int, int, float]:
+    """What a fanned-out sweep's discovery costs: per image, the discover task's calls for that one PDH.
+
+    Measured in process (one session, as a worker process reuses it), not as separate flow runs.
+    """
+    calls_before, listed_before = requests_and_records(standin)
     started = time.perf_counter()
-    layout = DataDir(root)
-    store = layout.open_store()
-    try:
-        blocks = layout.open_blocks()
-        admin = store.authenticate(store.token("admin"))
-        user = store.authenticate(store.token("user"))
-        assert admin is not None and user is not None
-        owners = [admin.user_uuid, user.user_uuid]
-        content = b"v1 image stand-in bytes\n"
-        md5 = blocks.put_bytes(content)
-        rng = random.Random(seed)
-        # One transaction per record is what the API does; the store is local, so this stays in seconds.
-        for i in range(images):
-            v1_id = rng.randbytes(32).hex()
-            owner = owners[i % 2]
-            manifest = f". {md5}+{len(content)} 0:{len(content)}:{v1_id}.tar\n"
-            coll = store.create_collection(
-                admin,
-                {"owner_uuid": owner, "name": f"Docker image bench/img{i}:v1 {v1_id[:12]}", "manifest_text": manifest},
-            )
-            props = {"image_timestamp": (dt.datetime(2015, 1, 1) + dt.timedelta(seconds=i)).isoformat() + "Z"}
-            store.create_link(
-                admin,
-                {"owner_uuid": owner, "link_class": "docker_image_hash", "name": v1_id, "head_uuid": coll,
-                 "properties": props},
-            )
-            store.create_link(
-                admin,
-                {"owner_uuid": owner, "link_class": "docker_image_repo+tag", "name": f"bench/img{i}:v1",
-                 "head_uuid": coll, "properties": props},
-            )
-            if i < migrated:
-                # The tail is the old PDH; the head need not exist for discovery to skip the image.
-                store.create_link(
-                    admin,
-                    {"owner_uuid": store.system_user_uuid, "link_class": MIGRATION_LINK,
-                     "name": MIGRATION_LINK_NAME, "tail_uuid": portable_data_hash(manifest),
-                     "head_uuid": f"{'0' * 32}+{i}"},
-                )
-    finally:
-        store.close()
-    return images - migrated, time.perf_counter() - started
+    for pdh in pdhs:
+        require_admin(session)
+        if [i.pdh for i in discover_v1_images(session, pdhs=[pdh])] != [pdh]:
+            raise SystemExit(f"discover_v1_images(pdhs=[{pdh}]) did not find that image")
+    elapsed = time.perf_counter() - started
+    calls_after, listed_after = requests_and_records(standin)
+    requests = sum(calls_after.values()) - sum(calls_before.values())
+    return requests, listed_after - listed_before, elapsed
 
 
 def main() -> None:
@@ -84,30 +60,42 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000, help="v1 images to seed (default 10000)")
     parser.add_argument("--migrated", type=int, default=0, help="how many of them already have a migration link")
     parser.add_argument("--runs", type=int, default=2, help="discovery runs (each timed; the first is cold)")
+    parser.add_argument("--fanout", type=int, default=200, help="images discovered one PDH at a time (default 200)")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-discover-", dir="/tmp") as tmp:
         root = Path(tmp) / "standin"
-        expected, seed_seconds = seed_store(root, args.images, args.migrated)
+        started = time.perf_counter()
+        todo = seed_v1_records(root, args.images, args.migrated)
+        expected, seed_seconds = len(todo), time.perf_counter() - started
         print(f"seeded {args.images} v1 images ({args.migrated} already migrated) in {seed_seconds:.1f} s")
         with bench_push.bench_standin(root) as standin:
             session = connect(ArvadosConfig.from_env(standin.client_env({})))
             times: list[float] = []
             for run in range(args.runs):
-                before = standin.stats()["requests"]
+                before, listed_before = requests_and_records(standin)
                 started = time.perf_counter()
                 found = discover_v1_images(session)
                 elapsed = time.perf_counter() - started
-                after = standin.stats()["requests"]
+                after, listed_after = requests_and_records(standin)
                 times.append(elapsed)
                 calls = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
-                calls = {k: v for k, v in calls.items() if "_standin" not in k and "stats" not in k}
-                total = sum(calls.values())
+                total, listed = sum(calls.values()), listed_after - listed_before
                 if len(found) != expected:
                     raise SystemExit(f"discover found {len(found)} images, expected {expected}")
                 print(
                     f"run {run + 1}: discover_v1_images found {len(found)} images in {elapsed:.2f} s "
-                    f"({len(found) / elapsed:,.0f} images/s), {total} API requests: {calls}"
+                    f"({len(found) / elapsed:,.0f} images/s), {total} API requests, {listed} records listed: {calls}"
+                )
+            sample = todo[: args.fanout]
+            if sample:
+                requests, records, seconds = fan_out(standin, session, sample)
+                n = len(sample)
+                print(
+                    f"fan-out discovery of {n} images (in process, one discover call per PDH, as each fanned-out "
+                    f"run makes): {requests} API requests ({requests / n:.1f} per image), {records} records listed "
+                    f"({records / n:.1f} per image), {seconds:.2f} s; a cluster-wide listing per image would be "
+                    f"{total} requests and {listed} records each, {n * total} requests in all"
                 )
         best = min(times)
         verdict = "met" if max(times) < TARGET_SECONDS else "MISSED"

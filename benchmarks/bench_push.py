@@ -6,7 +6,8 @@ server start` of its own, PREFECT_API_URL exported to the push) and ``ephemeral`
 with each tool to a fresh stand-in of its own, with a fresh HOME and cache, so every first push really saves and
 uploads; then pushes again (a re-push finds the image). Wall seconds of the whole command are measured. Prints
 seconds, the keepdocker/arv-keepdocker ratios, where keepdocker's time went (task durations read back from the
-Prefect server) and the targets: with a server, first push ratio <= 1.0 and re-push under 5 s.
+Prefect server) and the targets: with a server, first push ratio <= 1.0 and no-op re-push ratio <= 2.0 (a re-push of an
+image Arvados already holds starts no Prefect flow run).
 """
 
 from __future__ import annotations
@@ -309,9 +310,9 @@ def main() -> None:
     for r in results:
         if r.mode == "server":
             ratio = r.median("first", kd) / r.median("first", arv)
-            again = r.median("again", kd)
+            noop = r.median("again", kd) / r.median("again", arv)
             print(f"targets (server): first push ratio {ratio:.2f} <= 1.0: {'met' if ratio <= 1.0 else 'MISSED'}; "
-                  f"re-push {again:.1f} s < 5 s: {'met' if again < 5.0 else 'MISSED'}")
+                  f"no-op re-push ratio {noop:.2f} <= 2.0: {'met' if noop <= 2.0 else 'MISSED'}")
     print(f"load average at end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from cli.console import console_progress
 from keepdocker.errors import KeepdockerError, UsageError
 from keepdocker.options import use_cli_spelling
 
@@ -42,7 +43,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_cli_spelling()  # hints name --flags and IMAGE/TAG, as typed here, not flow parameters
     try:
-        code: int = args.func(args)
+        with console_progress(quiet=getattr(args, "quiet", False)):
+            code: int = args.func(args)
     except KeepdockerError as exc:
         print(f"keepdocker {args.command}: error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

@@ -50,6 +50,7 @@ from keepdocker.errors import (
     UsageError,
 )
 from keepdocker.options import setting
+from keepdocker.progress import Progress
 from keepdocker.references import ImageReference, parse_reference
 
 __all__ = [
@@ -392,8 +393,17 @@ class DockerEngine:
 
     # -- save -----------------------------------------------------------------------------------------------------
 
-    def save_to(self, images: Sequence[str], sink: ByteSink, time_limit: float | None = None) -> int:
+    def save_to(
+        self,
+        images: Sequence[str],
+        sink: ByteSink,
+        time_limit: float | None = None,
+        progress: Progress | None = None,
+    ) -> int:
         """Stream ``docker save`` of ``images`` (names or IDs) into ``sink``; return the byte count.
+
+        ``progress(done, expected)`` hears the bytes so far; expected is the images' size in the engine (the tar
+        is close to it), 0 when the engine does not say.
 
         The stream must end with the tar end marker: an engine that fails mid-save appends a JSON error after the
         bytes already sent, and one that dies truncates the stream; both raise instead of returning.
@@ -406,6 +416,7 @@ class DockerEngine:
         api = self._api
         total = 0
         tail = b""
+        expected = self._expected_size(names) if progress is not None else 0
         with self._mapped(action):
             response = api._get(
                 api._url("/images/get"), params={"names": names}, stream=True, timeout=self.stream_timeout
@@ -421,6 +432,8 @@ class DockerEngine:
                     break
                 sink.write(chunk)
                 total += len(chunk)
+                if progress is not None:
+                    progress(total, max(expected, total))
                 tail = (tail + chunk)[-_TAIL:] if len(chunk) < _TAIL else chunk[-_TAIL:]
         if total % 512 == 0 and tail.endswith(_TAR_END):
             return total
@@ -450,20 +463,31 @@ class DockerEngine:
             raise
         return SavedArchive(path=path, size=out.size, sha256=out.hash.hexdigest())
 
-    def saver(self, images: Sequence[str], time_limit: float | None = None) -> Callable[[ByteSink], None]:
+    def _expected_size(self, names: Sequence[str]) -> int:
+        """The images' total size as the engine reports it (0 when it cannot say)."""
+        try:
+            return sum(int(self.inspect(n).get("Size") or 0) for n in names)
+        except KeepdockerError:
+            return 0
+
+    def saver(
+        self, images: Sequence[str], time_limit: float | None = None, progress: Progress | None = None
+    ) -> Callable[[ByteSink], None]:
         """A fill callable for TarCache: ``cache.pinned(image_id, engine.saver([image_id]))`` holds it during upload."""
 
         def fill(sink: ByteSink) -> None:
-            self.save_to(images, sink, time_limit)
+            self.save_to(images, sink, time_limit, progress)
 
         return fill
 
-    def save_cached(self, cache: TarCache, image_id: str, time_limit: float | None = None) -> CachedFile:
+    def save_cached(
+        self, cache: TarCache, image_id: str, time_limit: float | None = None, progress: Progress | None = None
+    ) -> CachedFile:
         """The ``docker save`` archive of one image from ``cache`` (key = the engine's image ID), saving it if absent.
 
         Concurrent callers for one image (threads or processes sharing the cache directory) save it once.
         """
-        return cache.put_stream(image_id, self.saver([image_id], time_limit))
+        return cache.put_stream(image_id, self.saver([image_id], time_limit, progress))
 
     # -- load -----------------------------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ from keepdocker.arv.migration import V1Image, discover_v1_images, require_admin
 from keepdocker.arv.push import check_image_format, find_existing, resolve_owner
 from keepdocker.engine import DockerEngine, MatchKind
 from keepdocker.errors import ImageNotFoundError, UsageError
-from keepdocker.images.docker_archive import detect_format, read_archive
+from keepdocker.images.docker_archive import detect_format
 from keepdocker.images.model import ArchiveFormat
+from keepdocker.images.validate import read_loadable_archive
 from keepdocker.options import field
 from keepdocker.references import parse_reference
 from keepdocker.requests import PushRequest
@@ -76,7 +77,7 @@ def discover_push(request: PushRequest) -> PushPlan:
         fmt = detect_format(path)
         plan = plan.model_copy(update={"source": "archive", "archive_format": fmt.value})
         if fmt is not ArchiveFormat.V1:
-            images = read_archive(path)
+            images = read_loadable_archive(path)  # no publishing what no engine loads
             if len(images) != 1:
                 ids = ", ".join(i.id for i in images)
                 raise UsageError(

@@ -7,6 +7,7 @@ from prefect import task
 from keepdocker.arv.transfer import stream_tar
 from keepdocker.cache import CacheSink, TarCache
 from tasks.policy import IO_RETRY, ValidatedFileCache
+from tasks.progress import task_meter
 from tasks.results import FileResult
 from tasks.session import arvados_session
 
@@ -24,8 +25,10 @@ def download(pdh: str, credentials_block: str | None = None) -> FileResult:
     """The collection's single tar, in the cache (written once, verified, reused across retries and runs)."""
     session = arvados_session(credentials_block)
 
+    progress = task_meter("download", pdh)
+
     def fill(sink: CacheSink) -> None:
-        stream_tar(session, pdh, sink)
+        stream_tar(session, pdh, sink, progress)
 
     entry = TarCache.from_env().put_stream(f"keep-{pdh}", fill)
     return FileResult.of(entry.path, entry.sha256)

@@ -16,17 +16,25 @@ from prefect.types import DateTime
 from prefect.types._datetime import now
 
 from keepdocker.cache import TarCache
-from keepdocker.errors import is_temporary
+from keepdocker.errors import KeepdockerError, is_temporary
+from tasks.progress import announce_retry
 
 __all__ = ["IO_RETRY", "ValidatedFileCache", "file_intact", "image_lock", "retry_if_temporary"]
 
 
 def retry_if_temporary(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a failed task only when its exception is marked temporary (engine gone, 5xx, corrupt cache)."""
+    """Retry a failed task only when its exception is marked temporary (engine gone, 5xx, corrupt cache).
+
+    A retry is announced ("retrying in N s: reason") in the run's log and to a listening CLI.
+    """
     try:
         state.result(raise_on_failure=True)
     except BaseException as exc:
-        return is_temporary(exc)
+        if not is_temporary(exc):
+            return False
+        reason = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
+        announce_retry(task_run.name, task.retry_delay_seconds, max(task_run.run_count - 1, 0), reason)
+        return True
     return False
 
 

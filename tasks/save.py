@@ -7,6 +7,7 @@ from prefect import task
 from keepdocker.cache import TarCache
 from keepdocker.engine import DockerEngine
 from tasks.policy import IO_RETRY, ValidatedFileCache
+from tasks.progress import task_meter
 from tasks.results import FileResult
 
 __all__ = ["save"]
@@ -21,6 +22,9 @@ __all__ = ["save"]
 )
 def save(engine_id: str) -> FileResult:
     """The image's `docker save` archive in the cache; concurrent saves of one image write it once."""
+    progress = task_meter("save", engine_id[:19])
     with DockerEngine() as engine:
-        entry = engine.save_cached(TarCache.from_env(), engine_id)
+        entry = engine.save_cached(TarCache.from_env(), engine_id, progress=progress)
+    if entry.created:
+        progress.finish(entry.size)
     return FileResult.of(entry.path, entry.sha256)

@@ -13,8 +13,9 @@ from keepdocker.engine import DockerEngine
 from keepdocker.engine_upgrade import upgrade_with_engine as engine_upgrade
 from keepdocker.errors import MalformedArchiveError
 from keepdocker.images.docker_archive import read_archive
-from keepdocker.images.upgrade import upgrade_archive
+from keepdocker.images.upgrade import upgrade as upgrade_file
 from tasks.policy import IO_RETRY, ValidatedFileCache
+from tasks.progress import task_meter
 from tasks.results import FileResult, UpgradedArchive
 
 __all__ = ["upgrade", "upgrade_with_engine", "upgraded_path"]
@@ -37,7 +38,8 @@ def upgraded_path(src_key: str, tags: list[str], image: str | None) -> Path:
 def upgrade(src: str, src_key: str, tags: list[str], image: str | None = None) -> UpgradedArchive:
     """The v2 archive of ``src`` (one manifest entry for ``image``, tagged ``tags``); refusals are permanent."""
     dst = upgraded_path(src_key, tags, image)
-    entries = upgrade_archive(Path(src), dst, tags=tags, image=image)
+    progress = task_meter("convert", image[:12] if image else Path(src).name)
+    entries = upgrade_file(Path(src), dst, tags=tags, image=image, progress=progress).entries
     if len(entries) != 1:
         ids = ", ".join(e.id for e in entries)
         raise MalformedArchiveError(f"{src}: expected one image, the archive holds {len(entries)} ({ids})")

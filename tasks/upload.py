@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 from keepdocker.arv.push import Action, find_existing, place_image
 from keepdocker.errors import CacheCorruptError
 from tasks.policy import IO_RETRY, image_lock
+from tasks.progress import task_meter
 from tasks.results import PlacedCollection, remove_quietly
 from tasks.session import arvados_session
 
@@ -31,14 +32,7 @@ def upload(
     """The collection holding ``image_id`` for ``owner_uuid``: found, copied (no Keep traffic) or uploaded."""
     logger = get_run_logger()
     session = arvados_session(credentials_block)
-    step = [0]
-
-    def progress(done: int, total: int) -> None:
-        pct = 100 * done // max(total, 1)
-        if pct >= step[0] + 10 or done == total:
-            step[0] = pct
-            logger.info("uploaded %d of %d MiB (%d%%)", done >> 20, total >> 20, pct)
-
+    progress = task_meter("upload", image_id[:19])
     with image_lock(owner_uuid, image_id):
         existing = find_existing(session, image_id, owner_uuid)
         try:

@@ -105,7 +105,9 @@ def test_ambiguous_id_prefix_lists_candidates(engine: DockerEngine, docker_host:
 @pytest.mark.engine
 def test_missing_image_message(engine: DockerEngine, image_id: str) -> None:
     """A tag that does not exist is ImageNotFoundError naming it, the engine, and the tags that do exist."""
-    with pytest.raises(ImageNotFoundError, match=r"kdtest-engine/app:nope .*present: .*kdtest-engine/app:v1") as info:
+    with pytest.raises(
+        ImageNotFoundError, match=r"no local image kdtest-engine/app:nope .*present: .*kdtest-engine/app:v1"
+    ) as info:
         engine.resolve(f"{REPO}:nope")
     assert engine.host in info.value.message
     with pytest.raises(ImageNotFoundError, match="no local image matches 'sha256:fffffffffffff'"):

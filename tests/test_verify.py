@@ -10,7 +10,7 @@ import pytest
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
 from keepdocker.arv.transfer import CollectionRef, upload_tar
 from keepdocker.engine import DockerEngine
-from keepdocker.errors import VerificationError
+from keepdocker.errors import ArvadosUnavailableError, VerificationError
 from keepdocker.images.upgrade import upgrade_archive
 from keepdocker.testing.standin import running_standin
 from keepdocker.testing.v1archives import random_v1_archive
@@ -74,3 +74,18 @@ def test_collection_of_junk_fails(session: ArvadosSession, docker_host: str, tmp
     with DockerEngine(docker_host) as engine, pytest.raises(VerificationError, match="does not load as") as info:
         verify_collection_loads(session, ref.pdh, expected_id, engine)
     assert not info.value.temporary
+
+
+@pytest.mark.slow  # the SDK's own Keep retries back off for about a minute before giving up
+def test_keep_failing_during_verify_is_temporary(tmp_path: Path, isolated_home: Path, docker_host: str) -> None:
+    """When Keep keeps answering 503, verification fails as ArvadosUnavailableError (retried), not as a mismatch."""
+    path, image_id = _v2(tmp_path, 305)
+    data_dir = tmp_path / "standin"
+    with running_standin(data_dir) as standin:
+        session = connect(ArvadosConfig(standin.env["ARVADOS_API_HOST"], standin.admin_token, insecure=True))
+        ref = _store(session, path, f"{image_id}.tar")
+    with running_standin(data_dir, ["--keep-failure-rate", "1"]) as failing:
+        session = connect(ArvadosConfig(failing.env["ARVADOS_API_HOST"], failing.admin_token, insecure=True))
+        with DockerEngine(docker_host) as engine, pytest.raises(ArvadosUnavailableError) as info:
+            verify_collection_loads(session, ref.pdh, image_id, engine)
+    assert info.value.temporary and "Keep" in info.value.message

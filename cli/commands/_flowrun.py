@@ -6,6 +6,7 @@ import dataclasses
 import os
 from typing import Any
 
+from cli.preflight import check_prefect_api
 from keepdocker.cache import default_cache_dir
 from keepdocker.errors import KeepdockerError
 
@@ -14,10 +15,12 @@ def prepare_prefect() -> None:
     """Defaults for a CLI run: results beside the tar cache, patient ephemeral start-up on small machines."""
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(default_cache_dir() / "prefect-results"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    # Failures reach the user as one line from the CLI shim; Prefect's own tracebacks stay in the run's logs
-    # (the API and UI). PREFECT_LOGGING_LEVEL=INFO shows progress on the console.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    # Failures reach the user as one line from the CLI shim and progress is drawn by cli.console; Prefect's own
+    # console handler is silenced, but its loggers keep INFO, so a run's logs still reach the API (the UI's Logs
+    # tab). PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO brings Prefect's console lines back.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    check_prefect_api()
 
 
 def flow_parameters(request: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--verify", action="store_true", help="load each new collection, read from Keep, into Docker; check its ID"
     )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr (errors are still printed)")
     p.set_defaults(func=run)
 
 

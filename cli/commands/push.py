@@ -22,6 +22,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--pull", action="store_true", help="pull the image first (always refreshes it)")
     p.add_argument("--force-image-format", action="store_true", help="store even if the cluster lacks v2")
     p.add_argument("--from-archive", metavar="FILE", help="push this saved archive; no Docker engine is used")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr (errors are still printed)")
     p.set_defaults(func=run)
 
 
@@ -37,6 +38,14 @@ def run(args: argparse.Namespace) -> int:
         force_image_format=args.force_image_format,
         from_archive=args.from_archive,
     )
+    if not (args.from_archive or args.pull or args.force):
+        from cli.quickpush import quick_push
+
+        # Nothing to do is answered without starting a flow run (and so without a history row).
+        uuid = quick_push(request.image, request.tag, request.project_uuid, force_image_format=args.force_image_format)
+        if uuid is not None:
+            print(uuid)
+            return 0
     prepare_prefect()
     from flows.push import push_image
 

@@ -72,6 +72,14 @@ def add_parser(subparsers: Any) -> None:
         help="how long block permission signatures stay valid (default 1209600, two weeks); a short TTL lets "
         "tests make signatures expire",
     )
+    parser.add_argument(
+        "--sample-v1-images",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="on first start of a data dir, store N generated v1 images the way an old cluster did (legacy/sampleI:v1, "
+        "every third also :latest), so a migration can be rehearsed",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
     parser.set_defaults(func=run)
 
@@ -83,6 +91,28 @@ def _write_env_file(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     os.replace(tmp, path)
+
+
+def seed_samples(env: dict[str, str], data_dir: Path, count: int) -> None:
+    """Store ``count`` generated v1 images once per data dir (a marker file records it); report on stderr."""
+    import tempfile
+
+    from keepdocker.arv.client import ArvadosConfig, connect
+    from keepdocker.testing.oldcluster import seed_v1_image
+    from keepdocker.testing.v1archives import random_v1_archive
+
+    marker = data_dir / "sample-v1-images"
+    if count == 0 or marker.exists():
+        return
+    session = connect(ArvadosConfig.from_env(env))
+    with tempfile.TemporaryDirectory(prefix="keepdocker-samples-") as tmp:
+        for i in range(count):
+            generated = random_v1_archive(7000 + i, layers=3, repositories=i % 2 == 0, symlinks=False)
+            path = generated.write(Path(tmp) / f"{i}.tar")
+            names = (f"legacy/sample{i}:v1", f"legacy/sample{i}:latest") if i % 3 == 0 else (f"legacy/sample{i}:v1",)
+            image = seed_v1_image(session, path, generated.leaves[0], names)
+            print(f"sample v1 image {image.v1_id[:12]} {' '.join(names)} -> {image.collection.pdh}", file=sys.stderr)
+    marker.write_text(f"{count}\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 "choose other --port/--keep-port values or 0 for any free port"
             ) from exc
         env["KEEPDOCKER_STANDIN_PID"] = str(os.getpid())
+        seed_samples(env, config.data_dir, args.sample_v1_images)
         text = format_env(env)
         if args.env_file is not None:
             _write_env_file(args.env_file, text)

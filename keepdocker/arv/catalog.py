@@ -27,8 +27,10 @@ __all__ = [
     "find_collections",
     "image_links_on",
     "keyset",
+    "keyset_in",
     "link_sort_key",
     "list_images",
+    "listed_in",
     "missing_links",
 ]
 
@@ -43,6 +45,8 @@ IMAGE_HASH_PROPERTY = "docker-image-hash"
 EARLIEST = dt.datetime.min
 # Arvados limits how many values one `in` filter may carry in practice (request size); batch above this.
 IN_BATCH = 500
+# The most records one list request asks for (the API server's default MaxItemsPerResponse).
+PAGE_LIMIT = 1000
 
 
 def keyset(session: ArvadosSession, resource: str, filters: list[list[Any]], **kw: Any) -> list[dict[str, Any]]:
@@ -61,6 +65,34 @@ def keyset_in(
     for start in range(0, len(unique), IN_BATCH):
         batch = unique[start : start + IN_BATCH]
         out.extend(keyset(session, resource, [[attr, "in", batch], *filters], **kw))
+    return out
+
+
+def listed_in(
+    session: ArvadosSession, resource: str, attr: str, values: Iterable[str], filters: list[list[Any]], **kw: Any
+) -> list[dict[str, Any]]:
+    """Like keyset_in(), in one request per batch when the server's count says that page holds every match.
+
+    For lookups expected to match a handful of records (one PDH's collections and links). Results come in keyset
+    order (created_at, uuid); a page the server cut short (fewer items than ``items_available``) falls back to
+    keyset paging, so nothing is ever missed.
+    """
+    fn = getattr(session.api, resource)().list
+    if "select" in kw:  # the keys of the order, as keyset paging adds them
+        kw["select"] = list(dict.fromkeys([*kw["select"], "uuid", "created_at"]))
+    unique = sorted(set(values))
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(unique), IN_BATCH):
+        batch_filters = [[attr, "in", unique[start : start + IN_BATCH]], *filters]
+        with arvados_errors(f"listing {resource}"):
+            page = fn(
+                filters=batch_filters, order=["created_at asc", "uuid asc"], limit=PAGE_LIMIT, count="exact", **kw
+            ).execute(num_retries=2)
+        items, available = page.get("items") or [], page.get("items_available")
+        if isinstance(available, int) and len(items) >= available:
+            out.extend(items)
+        else:
+            out.extend(keyset(session, resource, batch_filters, **kw))
     return out
 
 

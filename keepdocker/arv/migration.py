@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from keepdocker.arv.catalog import (
     keyset,
     keyset_in,
     link_sort_key,
+    listed_in,
     missing_links,
 )
 from keepdocker.arv.client import ArvadosSession, arvados_errors
@@ -36,6 +38,8 @@ __all__ = [
 HEX = set("0123456789abcdef")
 # `like` with 64 underscores matches names of exactly 64 characters: v1 IDs, never `sha256:`-prefixed v2 IDs.
 V1_NAME_PATTERN = "_" * 64
+_LINK_FIELDS = ["uuid", "created_at", "head_uuid", "link_class", "name", "owner_uuid", "properties"]
+_COLLECTION_FIELDS = ["uuid", "created_at", "owner_uuid", "portable_data_hash", "manifest_text"]
 
 
 def is_v1_id(name: str) -> bool:
@@ -91,14 +95,17 @@ def require_admin(session: ArvadosSession) -> str:
     return str(user["uuid"])
 
 
-def migrated_pdhs(session: ArvadosSession) -> set[str]:
-    """Old PDHs that already have a migration link the API server trusts (owned by the system user)."""
-    links = keyset(
-        session,
-        "links",
-        [["link_class", "=", MIGRATION_LINK], ["owner_uuid", "=", session.system_user_uuid]],
-        select=["uuid", "tail_uuid", "created_at"],
-    )
+def migrated_pdhs(session: ArvadosSession, pdhs: Iterable[str] | None = None) -> set[str]:
+    """Old PDHs that already have a migration link the API server trusts (owned by the system user).
+
+    With ``pdhs``, only those are looked up (by tail_uuid), so the cost follows their number, not the cluster's.
+    """
+    trusted = [["link_class", "=", MIGRATION_LINK], ["owner_uuid", "=", session.system_user_uuid]]
+    select = ["uuid", "tail_uuid", "created_at"]
+    if pdhs is None:
+        links = keyset(session, "links", trusted, select=select)
+    else:
+        links = listed_in(session, "links", "tail_uuid", pdhs, trusted, select=select)
     return {str(link["tail_uuid"]) for link in links}
 
 
@@ -108,41 +115,22 @@ def discover_v1_images(
     pdhs: list[str] | None = None,
     limit: int | None = None,
 ) -> list[V1Image]:
-    """Every readable v1 image without a trusted migration link, in a fixed order, with batched queries."""
-    hash_links = keyset(
-        session,
-        "links",
-        [["link_class", "=", HASH_LINK], ["name", "like", V1_NAME_PATTERN]],
-        select=["uuid", "created_at", "head_uuid", "link_class", "name", "owner_uuid", "properties"],
-    )
-    hash_links = sorted((lk for lk in hash_links if is_v1_id(str(lk["name"]))), key=link_sort_key, reverse=True)
-    if not hash_links:
-        return []
+    """Every readable v1 image without a trusted migration link, in a fixed order, with batched queries.
+
+    With ``pdhs``, every query is filtered by them (migration links by tail_uuid, collections by
+    portable_data_hash, links by head_uuid): a few requests per call whatever the cluster holds, which keeps a
+    fanned-out sweep (one call per image) linear in its images.
+    """
     scope = [["owner_uuid", "=", project_uuid]] if project_uuid else []
-    collections = keyset_in(
-        session,
-        "collections",
-        "uuid",
-        (lk["head_uuid"] for lk in hash_links),
-        scope,
-        select=["uuid", "created_at", "owner_uuid", "portable_data_hash", "manifest_text"],
-    )
-    by_uuid = {c["uuid"]: c for c in collections}
-    if pdhs is not None:
-        wanted = set(pdhs)
-        by_uuid = {u: c for u, c in by_uuid.items() if c["portable_data_hash"] in wanted}
-    done = migrated_pdhs(session)
-    by_uuid = {u: c for u, c in by_uuid.items() if c["portable_data_hash"] not in done}
-    if not by_uuid:
+    if pdhs is None:
+        hash_links, by_uuid, repo_links = _cluster_v1_records(session, scope)
+    else:
+        hash_links, by_uuid, repo_links = _v1_records_of(session, scope, pdhs)
+    hash_links = sorted((lk for lk in hash_links if is_v1_id(str(lk["name"]))), key=_keyset_order)
+    hash_links.sort(key=link_sort_key, reverse=True)
+    if not hash_links or not by_uuid:
         return []
-    repo_links = keyset_in(
-        session,
-        "links",
-        "head_uuid",
-        by_uuid,
-        [["link_class", "=", REPO_TAG_LINK]],
-        select=["uuid", "created_at", "head_uuid", "link_class", "name", "owner_uuid", "properties"],
-    )
+    repo_links = sorted(repo_links, key=_keyset_order)
     links_by_head: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for link in [*hash_links, *sorted(repo_links, key=link_sort_key, reverse=True)]:
         if link["head_uuid"] in by_uuid:
@@ -181,6 +169,52 @@ def discover_v1_images(
         )
     ordered = [replace(img, links=tuple(dict.fromkeys(group_links[pdh]))) for pdh, img in images.items()]
     return ordered[:limit] if limit is not None else ordered
+
+
+_Records = tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]]]
+
+
+def _keyset_order(record: dict[str, Any]) -> tuple[str, str]:
+    """The listing order (created_at, uuid), whatever batches the records came in."""
+    return str(record["created_at"]), str(record["uuid"])
+
+
+def _cluster_v1_records(session: ArvadosSession, scope: list[list[Any]]) -> _Records:
+    """Hash links, their unmigrated collections (by UUID) and those collections' repo+tag links, cluster-wide."""
+    hash_links = keyset(
+        session, "links", [["link_class", "=", HASH_LINK], ["name", "like", V1_NAME_PATTERN]], select=_LINK_FIELDS
+    )
+    hash_links = [lk for lk in hash_links if is_v1_id(str(lk["name"]))]
+    if not hash_links:
+        return [], {}, []
+    collections = keyset_in(
+        session, "collections", "uuid", (lk["head_uuid"] for lk in hash_links), scope, select=_COLLECTION_FIELDS
+    )
+    done = migrated_pdhs(session)
+    by_uuid = {c["uuid"]: c for c in collections if c["portable_data_hash"] not in done}
+    if not by_uuid:
+        return hash_links, {}, []
+    repo_links = keyset_in(
+        session, "links", "head_uuid", by_uuid, [["link_class", "=", REPO_TAG_LINK]], select=_LINK_FIELDS
+    )
+    return hash_links, by_uuid, repo_links
+
+
+def _v1_records_of(session: ArvadosSession, scope: list[list[Any]], pdhs: list[str]) -> _Records:
+    """The same records for these PDHs only: three requests per 500 PDHs, independent of the cluster's size."""
+    done = migrated_pdhs(session, pdhs)
+    todo = [p for p in dict.fromkeys(pdhs) if p not in done]
+    if not todo:
+        return [], {}, []
+    collections = listed_in(session, "collections", "portable_data_hash", todo, scope, select=_COLLECTION_FIELDS)
+    by_uuid = {c["uuid"]: c for c in collections}
+    if not by_uuid:
+        return [], {}, []
+    links = listed_in(
+        session, "links", "head_uuid", by_uuid, [["link_class", "in", [HASH_LINK, REPO_TAG_LINK]]], select=_LINK_FIELDS
+    )
+    hash_links = [lk for lk in links if lk["link_class"] == HASH_LINK]
+    return hash_links, by_uuid, [lk for lk in links if lk["link_class"] == REPO_TAG_LINK]
 
 
 def ensure_migration_links(

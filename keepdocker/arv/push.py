@@ -21,13 +21,15 @@ from keepdocker.arv.catalog import (
     missing_links,
 )
 from keepdocker.arv.client import ArvadosSession, arvados_errors
-from keepdocker.arv.transfer import CollectionRef, Progress, single_tar, upload_tar
+from keepdocker.arv.transfer import CollectionRef, single_tar, upload_tar
 from keepdocker.errors import ArvadosError, ArvadosNotFoundError, ConfigurationError, ImageNotFoundError
 from keepdocker.options import setting
+from keepdocker.progress import Progress
 
 __all__ = [
     "Action",
     "Existing",
+    "already_pushed",
     "check_image_format",
     "copy_into",
     "ensure_links",
@@ -176,6 +178,21 @@ def ensure_links(
     wanted = [LinkSpec(HASH_LINK, image_id, collection_uuid, owner_uuid, properties=props)]
     wanted += [LinkSpec(REPO_TAG_LINK, rt, collection_uuid, owner_uuid, properties=props) for rt in repo_tags]
     return create_links(session, missing_links(wanted, image_links_on(session, collection_uuid), owner_uuid))
+
+
+def already_pushed(
+    session: ArvadosSession, image_id: str, repo_tags: list[str], owner_uuid: str
+) -> CollectionRef | None:
+    """The owner's collection when it already holds the image and all its links: a push would change nothing."""
+    owned = find_existing(session, image_id, owner_uuid).owned
+    if owned is None:
+        return None
+    uuid = str(owned["uuid"])
+    wanted = [LinkSpec(HASH_LINK, image_id, uuid, owner_uuid)]
+    wanted += [LinkSpec(REPO_TAG_LINK, rt, uuid, owner_uuid) for rt in repo_tags]
+    if missing_links(wanted, image_links_on(session, uuid), owner_uuid):
+        return None
+    return _ref(owned)
 
 
 def collection_exists(session: ArvadosSession, uuid: str) -> bool:

@@ -7,7 +7,6 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -16,11 +15,11 @@ import arvados.collection
 
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.errors import ArvadosError, CacheCorruptError, CacheFullError
+from keepdocker.progress import Progress
 
 __all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
 
 CHUNK = 1 << 20
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ MAX_TOTAL_METADATA_BYTES = 64 * MIB
 MAX_OUTER_MEMBERS = 100_000
 #: Top-level v1 layer directories in one archive.
 MAX_V1_LAYERS = 10_000
-#: Parent-chain length of one v1 image. Graph drivers (aufs) cap a chain at 127 layers; Docker 20.10's layer
-#: store refuses more than 125 (``maxLayerDepth``), Docker 25+ allows 250. We accept up to 127 and refuse beyond.
-MAX_CHAIN_DEPTH = 127
+#: Parent-chain length of one v1 image: Docker's layer store (``maxLayerDepth``, 125 up to Docker 24) refuses to
+#: register a layer whose parent chain already holds 125 layers ("max depth exceeded"), so legacy load of a deeper
+#: chain fails on every engine that can legacy-load, and its v2 archive would not load on Docker 24 or older.
+MAX_CHAIN_DEPTH = 125
 #: Symlink or hardlink hops followed when resolving an outer entry (Docker save writes one hop).
 MAX_LINK_HOPS = 4
 

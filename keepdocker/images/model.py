@@ -27,6 +27,7 @@ __all__ = [
     "ManifestEntry",
     "ReferenceError",
     "config_created",
+    "legacy_repository_tag",
     "normalize_repository",
     "normalize_tag",
     "parse_tag_option",
@@ -109,6 +110,10 @@ def normalize_repository(name: str) -> str:
     """
     if HEX64_RE.fullmatch(name):
         raise ReferenceError(f"invalid repository name {name!r}: cannot specify 64-byte hexadecimal strings")
+    return _familiar(name)
+
+
+def _familiar(name: str) -> str:
     slash = name.find("/")
     first = name[:slash] if slash >= 0 else ""
     if slash < 0 or not is_domain(first):
@@ -140,6 +145,41 @@ def normalize_tag(name: str, tag: str) -> str:
     if not TAG_RE.fullmatch(tag):
         raise ReferenceError(f"invalid tag {tag!r} for {name!r}: must match [\\w][\\w.-]{{0,127}}")
     return f"{familiar}:{tag}"
+
+
+#: What ``go-digest`` accepts after the ``@`` of a reference: the grammar, then a known algorithm and its length.
+_REF_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+_DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def legacy_repository_tag(key: str, tag: str) -> str | None:
+    """The tag Docker's legacy load gives for ``{key: {tag: id}}`` in a v1 ``repositories`` file, or None for none.
+
+    The key is parsed like ``reference.ParseNormalizedNamed``, so it may carry a tag and a digest
+    (``name[:tag][@digest]``); ``reference.WithTag`` then replaces any tag with ``tag``. A key with a digest makes a
+    digest reference, which the reference store refuses to tag; legacy load ignores that error, so such an entry
+    tags nothing (None). Anything ParseNormalizedNamed or WithTag refuses fails the load: ReferenceError.
+    """
+    if HEX64_RE.fullmatch(key):
+        raise ReferenceError(f"invalid repository name {key!r}: cannot specify 64-byte hexadecimal strings")
+    name, at, digest = key.partition("@")
+    if at:
+        algorithm, _, encoded = digest.partition(":")
+        if not _REF_DIGEST_RE.fullmatch(digest):
+            raise ReferenceError(f"invalid reference {key!r}: bad digest {digest!r}")
+        if algorithm not in _DIGEST_HEX:
+            raise ReferenceError(f"invalid reference {key!r}: unsupported digest algorithm {algorithm!r}")
+        if len(encoded) != _DIGEST_HEX[algorithm] or encoded.lower() != encoded:
+            raise ReferenceError(f"invalid reference {key!r}: invalid checksum digest {digest!r}")
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        name, own_tag = name[:colon], name[colon + 1 :]
+        if not TAG_RE.fullmatch(own_tag):
+            raise ReferenceError(f"invalid reference {key!r}: invalid tag {own_tag!r}")
+    familiar = _familiar(name)
+    if not TAG_RE.fullmatch(tag):
+        raise ReferenceError(f"invalid tag {tag!r} for {key!r}: must match [\\w][\\w.-]{{0,127}}")
+    return None if at else f"{familiar}:{tag}"
 
 
 def parse_tag_option(ref: str) -> str:

@@ -266,21 +266,34 @@ def select_images(archive: V1Archive, wanted: list[str], image: str | None) -> l
 # --- rendering into a file -------------------------------------------------------------------------------------------
 
 
-def write_plan(plan: UpgradePlan, source: BinaryIO | None, spill: BinaryIO | None, out: BinaryIO) -> None:
+def write_plan(
+    plan: UpgradePlan,
+    source: BinaryIO | None,
+    spill: BinaryIO | None,
+    out: BinaryIO,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Write the plan's bytes to ``out``: new bytes as they are, ranges copied from ``source`` and ``spill``.
 
     Ranges are copied by the kernel (``copy_file_range``) when both ends are files, else through a bounded buffer.
+    ``progress(done, total)`` hears the bytes written after each extent.
     """
+    total = sum(len(e.data) if isinstance(e, NewBytes) else e.length for e in plan.extents)
+    done = 0
     out.flush()
     for extent in plan.extents:
         if isinstance(extent, NewBytes):
             out.write(extent.data)
-            continue
-        f = source if isinstance(extent, SourceRange) else spill
-        if f is None:
-            raise ValueError(f"{extent} needs a {'source' if isinstance(extent, SourceRange) else 'spill'} file")
-        out.flush()
-        _copy_range(f, extent.offset, extent.length, out)
+            done += len(extent.data)
+        else:
+            f = source if isinstance(extent, SourceRange) else spill
+            if f is None:
+                raise ValueError(f"{extent} needs a {'source' if isinstance(extent, SourceRange) else 'spill'} file")
+            out.flush()
+            _copy_range(f, extent.offset, extent.length, out)
+            done += extent.length
+        if progress is not None:
+            progress(done, total)
     out.flush()
 
 

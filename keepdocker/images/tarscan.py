@@ -392,7 +392,12 @@ class _TarChecker:
         self.long_name: bytes | None = None
         self.long_link: bytes | None = None
         self.members = 0
-        self.names: set[int] = set()
+        # Every entry's cleaned name, global headers included: tar-split, which Docker's layer store runs on every
+        # layer it registers (legacy and current loads alike), refuses a layer naming one path twice ("duplicates
+        # of file paths not supported"), comparing names after Go's filepath.Clean. Kept as 64-bit hashes: a false
+        # duplicate needs a collision, about n^2 / 2^65 for n entries (3e-8 at a million).
+        self.seen: set[int] = set()
+        self.not_files: set[int] = set()  # the directories, whiteouts and global headers among them
         self.unresolved: list[tuple[str, str]] = []
 
     def _fail(self, entry: str | None, rule: str, exc: type[Exception] = MalformedArchiveError) -> Exception:
@@ -455,6 +460,9 @@ class _TarChecker:
                     f"{limits.MAX_SPECIAL_BYTES} bytes",
                     ArchiveLimitError,
                 )
+            if t == b"g":  # Go's reader returns a global header as an entry of its own name
+                key = self._add_name(posixpath.normpath(_decode(hdr.name)))
+                self.not_files.add(key)
             self.special_type = t
             self.special_size = hdr.size
             self.special_pad = -hdr.size % BLOCK
@@ -515,13 +523,30 @@ class _TarChecker:
             target = posixpath.normpath(link)
             if _escapes(target) or target == ".":
                 raise self._fail(name, f"hardlink target {quote_name(link)} escapes the layer root", UnsafeArchiveError)
-            if name_hash(target) not in self.names:
+            key = name_hash(target)
+            if key not in self.seen or key in self.not_files:
                 self.unresolved.append((cleaned, target))
-        if t != b"5" and not posixpath.basename(cleaned).startswith(".wh."):
-            self.names.add(name_hash(cleaned))
+        key = self._add_name(cleaned)
+        if t == b"5" or posixpath.basename(cleaned).startswith(".wh."):
+            self.not_files.add(key)
         data_len = 0 if t[0] in _HEADER_ONLY else size
         self.skip = data_len + (-data_len % BLOCK)
         self.mode = _Mode.DATA if self.skip else _Mode.HEADER
+
+    def _add_name(self, cleaned: str) -> int:
+        key = name_hash(cleaned)
+        if key in self.seen:
+            raise self._fail(
+                cleaned,
+                "the layer names this path twice (after cleaning the names); Docker refuses it: duplicates of file "
+                "paths not supported",
+            )
+        self.seen.add(key)
+        return key
+
+    def file_names(self) -> array[int]:
+        """Sorted hashes of the non-directory, non-whiteout entries (possible hardlink targets)."""
+        return array("q", sorted(self.seen - self.not_files))
 
     def finish(self) -> None:
         """Check the stream ended where Go's reader accepts an end (a truncated entry is refused)."""
@@ -595,9 +620,10 @@ class LayerStream:
         if self.decoder is not None:
             self.decoder.finish()
         self.checker.finish()
-        names = array("q", sorted(self.checker.names))
+        names = self.checker.file_names()
         self.budget.add_members(len(names), self.where)
-        self.checker.names = set()
+        self.checker.seen = set()
+        self.checker.not_files = set()
         return LayerFacts(
             diff_id="sha256:" + self.hash.hexdigest(),
             size=self.produced,
@@ -813,7 +839,13 @@ class OuterScanner:
                 raise self._fail(None, "truncated tar stream (unexpected end of data)")
             if blk == _ZERO_BLOCK:
                 if zero_seen:
-                    return  # trailing bytes after the EOF marker are ignored, as Docker's Untar does
+                    # Bytes after the EOF marker are ignored, as Docker's Untar does; but Docker copies the whole
+                    # decompressed stream to its unpacker, so the compressed stream must still end cleanly: padding
+                    # or garbage after a gzip or bzip2 member, or xz padding not a multiple of 4, fails its load.
+                    if src.decoder is not None:
+                        while src.skip(limits.CHUNK_BYTES):
+                            pass
+                    return
                 zero_seen = True
                 continue
             if zero_seen:

@@ -14,7 +14,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -42,8 +42,16 @@ def upgrade_archive(src: Path, dst: Path, tags: Sequence[str] = (), image: str |
     return upgrade(src, dst, tags, image).entries
 
 
-def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = None) -> UpgradeResult:
+def upgrade(
+    src: Path,
+    dst: Path,
+    tags: Sequence[str] = (),
+    image: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> UpgradeResult:
     """Convert ``src`` into ``dst``; ``tags`` (REPO[:TAG]) apply to ``image`` (a v1 ID) or to the single leaf.
+
+    ``progress(done, total)`` hears the bytes of ``dst`` written so far.
 
     Raises UsageError for bad arguments and ArchiveError subclasses for bad archives; DST is then not created.
     """
@@ -77,7 +85,7 @@ def upgrade(src: Path, dst: Path, tags: Sequence[str] = (), image: str | None = 
                 result = UpgradeResult([_entry(i) for i in images], already_current=True)
             else:
                 spill.flush()
-                write_plan(plan, source, spill, out)
+                write_plan(plan, source, spill, out, progress)
                 result = UpgradeResult(plan.entries, warnings=list(plan.warnings))
         os.replace(temps[-1], dst)
         temps.pop()

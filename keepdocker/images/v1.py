@@ -28,7 +28,7 @@ from typing import BinaryIO, Protocol
 
 from keepdocker.errors import ArchiveLimitError, MalformedArchiveError, UnsafeArchiveError
 from keepdocker.images import legacy_config, limits
-from keepdocker.images.model import HEX64_RE, Image, Layer, ReferenceError, config_created, normalize_tag
+from keepdocker.images.model import HEX64_RE, Image, Layer, ReferenceError, config_created, legacy_repository_tag
 from keepdocker.images.tarscan import (
     Compression,
     EntryKind,
@@ -97,7 +97,7 @@ def read_v1_archive(
     captured: dict[str, bytes] = {}
     facts: dict[str, LayerFacts] = {}
     layer_paths: dict[str, str] = {}
-    metadata = 0
+    metadata = spare = 0
     for entry in scanner.entries():
         if entry.name == "manifest.json":
             raise NotV1ArchiveError(f"archive {quote_name(scanner.label)} has a manifest.json: it is a current archive")
@@ -113,7 +113,13 @@ def read_v1_archive(
                     f"{limits.MAX_TOTAL_METADATA_BYTES // limits.MIB} MiB together"
                 )
             captured[entry.name] = data
-        elif len(parts) == 2 and parts[1] == "layer.tar":
+        elif len(parts) != 2 or parts[1] != "layer.tar":
+            # Any other small file is kept too: Docker follows a repositories, json or layer.tar that is a link to
+            # any member, and the archive is read only once. Beyond the budget such files are simply not kept.
+            if entry.size <= limits.MAX_JSON_BYTES and spare + entry.size <= limits.MAX_TOTAL_METADATA_BYTES:
+                captured[entry.name] = scanner.read_data(limits.MAX_JSON_BYTES, entry.name)
+                spare += entry.size
+        else:
             stream = LayerStream(f"layer {quote_name(entry.name)}", budget)
             if output is not None:
                 plain = scanner.compression is Compression.NONE
@@ -127,9 +133,32 @@ def read_v1_archive(
         raise NotV1ArchiveError(
             f"archive {quote_name(scanner.label)} is an OCI layout without manifest.json; only Docker archives are read"
         )
+    _linked_layers(scanner, captured, facts, budget, output, layer_paths)
     archive = _build(scanner, captured, facts)
     archive.layer_paths = layer_paths
     return archive
+
+
+def _linked_layers(
+    scanner: OuterScanner,
+    captured: dict[str, bytes],
+    facts: dict[str, LayerFacts],
+    budget: StreamBudget,
+    output: LayerOutput | None,
+    layer_paths: dict[str, str],
+) -> None:
+    """Stream the kept members that a ``<dir>/layer.tar`` links to although they are not named ``layer.tar``."""
+    for d in _top_dirs(scanner):
+        target = scanner.resolve(f"{d}/layer.tar")
+        if target is None or target.name in facts or target.name not in captured:
+            continue
+        stream = LayerStream(f"layer {quote_name(target.name)}", budget)
+        if output is not None:
+            stream.sink = output.start_layer(None, stream)  # kept in memory: not a range of the source to copy
+        stream.feed(captured[target.name])
+        layer = facts[target.name] = stream.close()
+        if output is not None:
+            layer_paths[layer.diff_id] = output.finish_layer(layer)
 
 
 def _top_dirs(scanner: OuterScanner) -> list[str]:
@@ -161,7 +190,10 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
             )
         raw = captured.get(json_entry.name)
         if raw is None:
-            raise MalformedArchiveError(f"{quote_name(where)} links to {quote_name(json_entry.name)}, not a layer json")
+            raise ArchiveLimitError(
+                f"{quote_name(where)} links to {quote_name(json_entry.name)}, which is larger than the "
+                f"{limits.MAX_JSON_BYTES // limits.MIB} MiB limit for a layer json"
+            )
         raws[d] = raw
         try:
             header = legacy_config.read_header(raw)
@@ -173,8 +205,10 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
             raise MalformedArchiveError(f"{quote_name(d + '/layer.tar')} is missing: every v1 layer needs one")
         layer = facts.get(layer_entry.name)
         if layer is None:
-            raise MalformedArchiveError(
-                f"{quote_name(d + '/layer.tar')} links to {quote_name(layer_entry.name)}, which is not a layer.tar"
+            raise ArchiveLimitError(
+                f"{quote_name(d + '/layer.tar')} links to {quote_name(layer_entry.name)}, a member larger than "
+                f"{limits.MAX_JSON_BYTES // limits.MIB} MiB that is not named layer.tar: such a layer can only be "
+                "read in one pass when its name ends in /layer.tar"
             )
         layers[d] = (layer_entry.name, layer)
         if not HEX64_RE.fullmatch(d):
@@ -271,7 +305,8 @@ def _depths(dirs: list[str], parents: dict[str, str | None]) -> dict[str, int]:
             depth[node] = base
             if base > limits.MAX_CHAIN_DEPTH:
                 raise ArchiveLimitError(
-                    f"{quote_name(node + '/json')}: parent chain deeper than {limits.MAX_CHAIN_DEPTH} layers"
+                    f"{quote_name(node + '/json')}: parent chain deeper than {limits.MAX_CHAIN_DEPTH} layers "
+                    "(Docker: max depth exceeded)"
                 )
     return depth
 
@@ -311,10 +346,17 @@ def _read_repositories(scanner: OuterScanner, captured: dict[str, bytes], dir_se
     """``familiar name:tag -> v1 ID`` from the repositories file (first JSON value, as Go's Decoder), or None."""
     entry = scanner.resolve("repositories")
     if entry is None:
+        if "repositories" in scanner.index:
+            raise MalformedArchiveError("repositories is a link to a member the archive does not hold")
         return None
     raw = captured.get(entry.name)
-    if raw is None or entry.kind is not EntryKind.FILE:
+    if entry.kind is not EntryKind.FILE:
         raise MalformedArchiveError("repositories is not a regular file of the archive")
+    if raw is None:
+        raise ArchiveLimitError(
+            f"repositories links to {quote_name(entry.name)}, which is larger than the "
+            f"{limits.MAX_JSON_BYTES // limits.MIB} MiB limit for a repositories file"
+        )
     text = raw.decode("utf-8", "replace")
     start = len(text) - len(text.lstrip(_GO_SPACE))
 
@@ -343,9 +385,12 @@ def _read_repositories(scanner: OuterScanner, captured: dict[str, bytes], dir_se
                     f"repositories: {quote_name(name + ':' + tag)} targets unknown v1 ID {quote_name(v1_id)}"
                 )
             try:
-                familiar = normalize_tag(name, tag)
+                familiar = legacy_repository_tag(name, tag)
             except ReferenceError as exc:
                 raise MalformedArchiveError(f"repositories: {exc}") from None
+            if familiar is None:
+                log.info("repositories: %s carries a digest; Docker tags nothing for it", quote_name(name))
+                continue
             if result.get(familiar, v1_id) != v1_id:
                 raise MalformedArchiveError(f"repositories: {familiar} names two different v1 IDs")
             result[familiar] = v1_id

@@ -16,7 +16,7 @@ from keepdocker.images.docker_archive import read_archive, read_members
 from keepdocker.images.model import Image, ReferenceError, normalize_tag
 from keepdocker.images.tarscan import EntryKind, LayerFacts, LayerStream, OuterScanner, StreamBudget, quote_name
 
-__all__ = ["validate_archive"]
+__all__ = ["read_loadable_archive", "validate_archive"]
 
 _ALLOWED_EXTRA = ("manifest.json", "repositories", "oci-layout", "index.json")
 
@@ -31,9 +31,38 @@ def validate_archive(path: Path, *, strict: bool = True) -> list[Image]:
     config or layer of some manifest entry (``<dir>/json`` and ``<dir>/VERSION`` of docker save are allowed too).
     """
     images = read_archive(path)
-    expected: dict[str, str] = {}
     for image in images:
         _check_history(image)
+    scanner, expected = _check_layers(path, images)
+    config_names = _config_names(path, images, scanner)
+    if "repositories" in scanner.index:
+        _check_repositories(path, images)
+    if strict:
+        for name, entry in scanner.index.items():
+            if entry.kind is EntryKind.DIR or name in expected or name in config_names or name in _ALLOWED_EXTRA:
+                continue
+            if name.endswith(("/json", "/VERSION")) or name.startswith("blobs/"):
+                continue
+            raise MalformedArchiveError(f"archive entry {quote_name(name)} is not referenced by manifest.json")
+    return images
+
+
+def read_loadable_archive(path: Path) -> list[Image]:
+    """The images of a current archive, after checking every layer the way ``docker load`` does (one more pass).
+
+    Each layer member is streamed once: it must be a layer tar Docker's layer store accepts (no path twice, no
+    truncation, compressed streams ending cleanly) whose decompressed sha256 is the diff ID its configs list, else
+    the load would fail. Used before publishing an archive that did not come from an engine.
+    """
+    images = read_archive(path)
+    _check_layers(path, images)
+    return images
+
+
+def _check_layers(path: Path, images: list[Image]) -> tuple[OuterScanner, dict[str, str]]:
+    """Stream every layer member through LayerStream and compare its diff ID; returns the scanner and the members."""
+    expected: dict[str, str] = {}
+    for image in images:
         for layer in image.layers:
             if expected.setdefault(layer.path, layer.diff_id) != layer.diff_id:
                 raise MalformedArchiveError(
@@ -52,17 +81,7 @@ def validate_archive(path: Path, *, strict: bool = True) -> list[Image]:
         got = facts[member].diff_id
         if got != diff_id:
             raise MalformedArchiveError(f"layer {quote_name(member)} hashes to {got}, but the config says {diff_id}")
-    config_names = _config_names(path, images, scanner)
-    if "repositories" in scanner.index:
-        _check_repositories(path, images)
-    if strict:
-        for name, entry in scanner.index.items():
-            if entry.kind is EntryKind.DIR or name in expected or name in config_names or name in _ALLOWED_EXTRA:
-                continue
-            if name.endswith(("/json", "/VERSION")) or name.startswith("blobs/"):
-                continue
-            raise MalformedArchiveError(f"archive entry {quote_name(name)} is not referenced by manifest.json")
-    return images
+    return scanner, expected
 
 
 def _config_names(path: Path, images: list[Image], scanner: OuterScanner) -> set[str]:

@@ -18,7 +18,7 @@ from keepdocker.standin.discovery import MAX_REQUEST_SIZE, build_discovery
 from keepdocker.standin.errors import ApiError
 from keepdocker.standin.filters import ModelSpec, parse_list_params, parse_select
 from keepdocker.standin.keepstore import BlockStore
-from keepdocker.standin.manifest import locators, map_locators, strip_signatures
+from keepdocker.standin.manifest import locator_tokens, map_locators, strip_signatures
 from keepdocker.standin.models import COLLECTIONS, GROUPS, LINKS, USERS
 from keepdocker.standin.signing import BlobSigner, SignatureError
 from keepdocker.standin.store import Caller, Store
@@ -206,6 +206,8 @@ class ApiApp:
             params.select.append("trash_at")
             added_trash = True
         items, total = self.store.list_records(spec, caller, params, include_trash=include_trash)
+        # Records returned by list calls, beside the request counts: shows how much a client scans, page size aside.
+        self.stats.add(f"listed {spec.table}", len(items))
         if spec is COLLECTIONS:
             items = [self._sign(item, caller) for item in items]
             if added_trash:
@@ -280,7 +282,7 @@ class ApiApp:
         if not isinstance(text, str):
             return attrs
         if not caller.is_admin:
-            for locator in locators(text):
+            for locator in locator_tokens(text):
                 try:
                     self.signer.verify_locator(locator, caller.token)
                 except SignatureError as exc:

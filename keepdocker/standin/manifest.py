@@ -11,6 +11,7 @@ __all__ = [
     "LOCATOR_RE",
     "ManifestError",
     "ManifestStats",
+    "locator_tokens",
     "locators",
     "map_locators",
     "portable_data_hash",
@@ -70,6 +71,14 @@ def locators(text: str) -> list[str]:
             else:
                 break
     return found
+
+
+def locator_tokens(text: str) -> list[str]:
+    """Every token anywhere in the text that has the form of a block locator, even out of place after file segments.
+
+    The API server's signature check looks at every such token before the manifest's form is validated.
+    """
+    return [token for token in text.split() if _is_locator(token)]
 
 
 def strip_signatures(text: str) -> str:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from keepdocker.arv.catalog import HASH_LINK, REPO_TAG_LINK, LinkSpec, collection_name, create_links
+from keepdocker.arv.catalog import (
+    HASH_LINK,
+    MIGRATION_LINK,
+    MIGRATION_LINK_NAME,
+    REPO_TAG_LINK,
+    LinkSpec,
+    collection_name,
+    create_links,
+)
 from keepdocker.arv.client import ArvadosSession
 from keepdocker.arv.transfer import CollectionRef, upload_tar
+from keepdocker.standin.manifest import portable_data_hash
+from keepdocker.standin.server import DataDir
 
-__all__ = ["SeededImage", "seed_v1_image"]
+__all__ = ["SeededImage", "seed_v1_image", "seed_v1_records"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +57,54 @@ def seed_v1_image(
     links += [LinkSpec(REPO_TAG_LINK, name, ref.uuid, owner, properties=props) for name in repo_tags]
     create_links(session, links)
     return SeededImage(v1_id=v1_id, repo_tags=repo_tags, owner_uuid=owner, collection=ref)
+
+
+def seed_v1_records(root: Path, images: int, migrated: int = 0, seed: int = 0) -> list[str]:
+    """Write ``images`` v1 images straight into the stopped stand-in at ``root``; return the PDHs left to migrate.
+
+    Each is one collection holding ``<v1 id>.tar`` (one shared tiny block), a docker_image_hash and a
+    docker_image_repo+tag link, in two owners; the first ``migrated`` also get a system-owned migration link. Fast
+    enough for thousands of images, for request-count tests and benchmarks (no Keep traffic, no running server).
+    """
+    layout = DataDir(root)
+    store = layout.open_store()
+    todo: list[str] = []
+    try:
+        blocks = layout.open_blocks()
+        admin = store.authenticate(store.token("admin"))
+        user = store.authenticate(store.token("user"))
+        assert admin is not None and user is not None
+        owners = [admin.user_uuid, user.user_uuid]
+        content = b"v1 image stand-in bytes\n"
+        md5 = blocks.put_bytes(content)
+        rng = random.Random(seed)
+        for i in range(images):
+            v1_id = rng.randbytes(32).hex()
+            owner = owners[i % 2]
+            manifest = f". {md5}+{len(content)} 0:{len(content)}:{v1_id}.tar\n"
+            coll = store.create_collection(
+                admin,
+                {"owner_uuid": owner, "name": f"Docker image bench/img{i}:v1 {v1_id[:12]}", "manifest_text": manifest},
+            )
+            props = {"image_timestamp": (dt.datetime(2015, 1, 1) + dt.timedelta(seconds=i)).isoformat() + "Z"}
+            for link_class, name in ((HASH_LINK, v1_id), (REPO_TAG_LINK, f"bench/img{i}:v1")):
+                link = {"link_class": link_class, "name": name, "head_uuid": coll, "properties": props}
+                store.create_link(admin, {"owner_uuid": owner, **link})
+            pdh = portable_data_hash(manifest)
+            if i < migrated:
+                # The tail is the old PDH; the head need not exist for discovery to skip the image.
+                store.create_link(
+                    admin,
+                    {
+                        "owner_uuid": store.system_user_uuid,
+                        "link_class": MIGRATION_LINK,
+                        "name": MIGRATION_LINK_NAME,
+                        "tail_uuid": pdh,
+                        "head_uuid": f"{'0' * 32}+{i}",
+                    },
+                )
+            else:
+                todo.append(pdh)
+    finally:
+        store.close()
+    return todo

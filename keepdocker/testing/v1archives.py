@@ -44,6 +44,7 @@ __all__ = [
     "layer_json",
     "layer_tar",
     "mutate",
+    "pax_records",
     "random_v1_archive",
     "run_fuzz",
     "tar_member",
@@ -95,7 +96,8 @@ def _pad(data: bytes) -> bytes:
     return data + bytes(-len(data) % BLOCK)
 
 
-def _pax(records: dict[str, str]) -> bytes:
+def pax_records(records: dict[str, str]) -> bytes:
+    """The body of a PAX extended header holding ``records``."""
     body = b""
     for key, value in records.items():
         rec = f" {key}={value}\n".encode("utf-8", "surrogateescape")
@@ -123,7 +125,7 @@ def tar_member(
         records = {"path": name}
         if linkname:
             records["linkpath"] = linkname
-        body = _pax(records)
+        body = pax_records(records)
         out += tar_header("PaxHeaders/x", len(body), typeflag=b"x") + _pad(body)
     size = len(data) if typeflag in (b"0", b"\x00", b"7") else 0
     out += tar_header(name, size, typeflag=typeflag, linkname=linkname, mode=mode) + _pad(data if size else b"")
@@ -510,7 +512,26 @@ def _attacks() -> dict[str, Callable[[], Attack]]:
             UnsafeArchiveError,
             "parent cycle",
         ),
-        "chain_too_deep": lambda: Attack(_deep_chain(128), ArchiveLimitError, "deeper than 127"),
+        "chain_too_deep": lambda: Attack(_deep_chain(126), ArchiveLimitError, "deeper than 125"),
+        "layer_duplicate_path": lambda: Attack(
+            _simple(layer=tar_member("a", b"1") + tar_member("./a", b"2") + tar_end()).build(),
+            MalformedArchiveError,
+            "names this path twice",
+        ),
+        "layer_duplicate_directory": lambda: Attack(
+            _simple(layer=tar_member("d/", typeflag=b"5") + tar_member("./d", typeflag=b"5") + tar_end()).build(),
+            MalformedArchiveError,
+            "names this path twice",
+        ),
+        "outer_gzip_padding": lambda: Attack(
+            _simple(layer=good_layer).build("gzip") + bytes(1024), MalformedArchiveError, "invalid gzip data"
+        ),
+        "outer_bzip2_padding": lambda: Attack(
+            _simple(layer=good_layer).build("bzip2") + bytes(512), MalformedArchiveError, "invalid bzip2 data"
+        ),
+        "outer_xz_bad_padding": lambda: Attack(
+            _simple(layer=good_layer).build("xz") + bytes(3), MalformedArchiveError, "xz stream padding"
+        ),
         "json_not_object": lambda: Attack(_simple(json_a=b"[1,2]").build(), MalformedArchiveError, "json"),
         "json_number": lambda: Attack(_simple(json_a=b"42").build(), MalformedArchiveError, "json"),
         "json_syntax_error": lambda: Attack(_simple(json_a=b'{"id":"x",}').build(), MalformedArchiveError, "json"),

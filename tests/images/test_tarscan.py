@@ -22,9 +22,18 @@ from keepdocker.images.tarscan import (
     OuterScanner,
     StreamBudget,
     _parse_header,
+    name_hash,
     sniff_compression,
 )
-from keepdocker.testing.v1archives import compress, gzip_bomb, layer_tar, tar_end, tar_member
+from keepdocker.testing.v1archives import (
+    compress,
+    gzip_bomb,
+    layer_tar,
+    pax_records,
+    tar_end,
+    tar_member,
+)
+from keepdocker.testing.v1archives import tar_header as raw_header
 
 EMPTY_SHA = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 ZEROS_10240_SHA = "sha256:" + hashlib.sha256(bytes(10240)).hexdigest()
@@ -194,3 +203,84 @@ def test_outer_scanner_reads_file_objects_and_reports_data_offsets(kind: str) ->
     assert scanner.end_offset == len(data)
     assert scanner.compression is (Compression.XZ if kind == "xz" else Compression.NONE)
     assert not source.closed  # the caller's file object is left open
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("a", b"0"), ("a", b"0")],
+        [("d/", b"5"), ("./d", b"5")],
+        [("a", b"0"), ("./a", b"0")],
+        [("x/", b"5"), ("x/../a", b"0"), ("a", b"0")],
+        [("./", b"5"), (".", b"5")],
+        [(".wh.a", b"0"), (".wh.a", b"0")],
+        [("a", b"0"), ("h", b"1"), ("h", b"1")],
+    ],
+    ids=["file", "dir-dotslash", "file-dotslash", "dotdot", "root", "whiteout", "hardlink"],
+)
+def test_layer_naming_a_path_twice_is_refused(members: list[tuple[str, bytes]]) -> None:
+    """Two entries with one cleaned name are refused, whatever their types (tar-split: duplicates of file paths)."""
+    data = b"".join(tar_member(n, b"x" if t == b"0" else b"", typeflag=t, linkname="a") for n, t in members)
+    with pytest.raises(MalformedArchiveError, match="names this path twice"):
+        stream(data + tar_end(), piece=100).close()
+
+
+def test_global_headers_count_as_entries_and_extended_headers_do_not() -> None:
+    """A PAX global header is an entry of its own name; the name of an 'x' header block is not an entry."""
+    body = pax_records({"comment": "x"})
+    block = raw_header("a", len(body), typeflag=b"x") + body + bytes(-len(body) % 512)
+    facts = stream(block + tar_member("b", b"1") + tar_member("a", b"2") + tar_end()).close()
+    assert facts.has_name(name_hash("a")) and facts.has_name(name_hash("b"))
+    with pytest.raises(MalformedArchiveError, match="names this path twice"):
+        stream(_global("a") + tar_member("a") + tar_end()).close()
+
+
+def _global(name: str) -> bytes:
+    body = pax_records({"comment": "x"})
+    return raw_header(name, len(body), typeflag=b"g") + body + bytes(-len(body) % 512)
+
+
+def test_hardlink_targets_exclude_directories_and_whiteouts() -> None:
+    """Only non-directory, non-whiteout entries are hardlink targets (the names kept for parent layers too)."""
+    data = (
+        tar_member("d/", typeflag=b"5")
+        + tar_member(".wh.x")
+        + tar_member("f", b"1")
+        + tar_member("h", typeflag=b"1", linkname="d")
+    )
+    facts = stream(data + tar_end()).close()
+    assert facts.unresolved_links == [("h", "d")]
+    assert facts.has_name(name_hash("f")) and facts.has_name(name_hash("h"))
+    assert not facts.has_name(name_hash("d")) and not facts.has_name(name_hash(".wh.x"))
+
+
+@pytest.mark.parametrize(
+    ("tail", "how", "accepted"),
+    [
+        (bytes(1024), "gzip", False),
+        (b"garbage!", "gzip", False),
+        (compress(b"more", "gzip"), "gzip", True),
+        (bytes(64), "bzip2", False),
+        (compress(b"more", "bzip2"), "bzip2", True),
+        (bytes(3), "xz", False),
+        (bytes(8), "xz", True),
+        (b"junk", "xz", False),
+    ],
+)
+def test_outer_compressed_stream_must_end_cleanly(tmp_path: Path, tail: bytes, how: str, accepted: bool) -> None:
+    """Bytes after the last compressed member of an outer archive are read and refused as Docker's load does."""
+    path = tmp_path / "a.tar"
+    path.write_bytes(compress(tar_member("f", b"1") + tar_end() + bytes(8192), how) + tail)
+    scanner = OuterScanner(path)
+    if accepted:
+        assert [e.name for e in scanner.entries()] == ["f"]
+    else:
+        with pytest.raises(MalformedArchiveError):
+            list(scanner.entries())
+
+
+def test_plain_outer_archive_ignores_bytes_after_the_end_marker(tmp_path: Path) -> None:
+    """An uncompressed archive's bytes after its end-of-archive marker are ignored, as Docker's untar does."""
+    path = tmp_path / "a.tar"
+    path.write_bytes(tar_member("f", b"1") + tar_end() + b"garbage!" * 100)
+    assert [e.name for e in OuterScanner(path).entries()] == ["f"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from keepdocker.errors import MalformedArchiveError
+from keepdocker.images.model import ReferenceError, legacy_repository_tag
 from keepdocker.images.v1 import NotV1ArchiveError, read_v1_archive
 from keepdocker.testing.v1archives import V1Builder, layer_json, layer_tar, random_v1_archive, tar_end, tar_member
 
@@ -124,3 +125,42 @@ def test_null_json_and_stray_files_are_accepted(tmp_path: Path) -> None:
     archive = read_v1_archive(write(tmp_path, data))
     assert list(archive.images) == [A]
     assert b'"created":"0001-01-01T00:00:00Z"' in archive.images[A].image.config
+
+
+@pytest.mark.parametrize(
+    ("key", "tag", "expected"),
+    [
+        ("app", "v1", "app:v1"),
+        ("app:old", "v1", "app:v1"),
+        ("localhost:5000/app:old", "v1", "localhost:5000/app:v1"),
+        ("docker.io/library/app:OLD", "v1", "app:v1"),
+        ("app@sha256:" + "c" * 64, "v1", None),
+        ("app:old@sha512:" + "c" * 128, "v1", None),
+        ("c" * 64 + ":old", "v1", "c" * 64 + ":v1"),
+    ],
+)
+def test_repositories_keys_are_references(key: str, tag: str, expected: str | None) -> None:
+    """A repositories key may carry a tag (replaced) or a digest (nothing tagged), as Docker's legacy load does."""
+    assert legacy_repository_tag(key, tag) == expected
+
+
+@pytest.mark.parametrize(
+    "key", ["App:v1", "app:bad!", "app:", "app@sha256:" + "c" * 63, "app@md5:" + "c" * 32, "app@sha256:" + "C" * 64]
+)
+def test_repositories_keys_docker_refuses_are_refused(key: str) -> None:
+    """Keys ParseNormalizedNamed refuses fail, as they fail Docker's load."""
+    with pytest.raises(ReferenceError):
+        legacy_repository_tag(key, "v1")
+
+
+def test_linked_repositories_json_and_layer_are_followed(tmp_path: Path) -> None:
+    """repositories, a json and a layer.tar that are links to other (small) members are read through the link."""
+    a = "a" * 64
+    layer = tar_member("f", b"1") + tar_end()
+    b = V1Builder().dir(a).file("cfg", b'{"docker_version":"1.9.1"}').symlink(f"{a}/json", "../cfg")
+    b.file("blob", layer).symlink(f"{a}/layer.tar", "../blob")
+    b.symlink("repositories", "meta").file("meta", b'{"app:old":{"v1":"' + a.encode() + b'"}}')
+    archive = read_v1_archive(write(tmp_path, b.build()))
+    image = archive.images[a].image
+    assert image.tags == ("app:v1",)
+    assert image.layers[0].diff_id == "sha256:" + hashlib.sha256(layer).hexdigest()

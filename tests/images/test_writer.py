@@ -14,7 +14,7 @@ from keepdocker.errors import MalformedArchiveError
 from keepdocker.images.docker_archive import detect_format, read_archive
 from keepdocker.images.model import ArchiveFormat
 from keepdocker.images.upgrade import upgrade_archive
-from keepdocker.images.validate import validate_archive
+from keepdocker.images.validate import read_loadable_archive, validate_archive
 from keepdocker.testing.v1archives import V1Builder, compress, random_v1_archive, tar_end, tar_member
 
 
@@ -181,3 +181,20 @@ def test_manifest_layer_count_mismatch_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data)
     with pytest.raises(MalformedArchiveError, match="diff_ids"):
         read_archive(path)
+
+
+def test_loadable_check_refuses_a_current_archive_docker_would_not_load(tmp_path: Path) -> None:
+    """read_loadable_archive streams each layer: a layer naming a path twice or hashing wrongly is refused."""
+    good = tar_member("hello", b"world") + tar_end()
+    data, image_id = oci_archive(good, "app:v1")
+    path = tmp_path / "good.tar"
+    path.write_bytes(data)
+    assert [i.id for i in read_loadable_archive(path)] == [image_id]
+    twice = tar_member("d/", typeflag=b"5") + tar_member("./d", typeflag=b"5") + tar_end()
+    path.write_bytes(oci_archive(twice, "app:v1")[0])
+    assert len(read_archive(path)) == 1
+    with pytest.raises(MalformedArchiveError, match="names this path twice"):
+        read_loadable_archive(path)
+    path.write_bytes(data.replace(b"world", b"WORLD"))
+    with pytest.raises(MalformedArchiveError, match="hashes to"):
+        read_loadable_archive(path)

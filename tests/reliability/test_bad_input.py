@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import lzma
 import os
 import subprocess
@@ -19,7 +21,16 @@ from cli import main as cli
 from keepdocker.arv.catalog import MIGRATION_LINK
 from keepdocker.images.limits import MAX_RATIO, RATIO_FREE_BYTES
 from keepdocker.testing.oldcluster import seed_v1_image
-from keepdocker.testing.v1archives import ATTACKS, Attack, V1Builder, gzip_bomb, layer_json, tar_end, tar_header
+from keepdocker.testing.v1archives import (
+    ATTACKS,
+    Attack,
+    V1Builder,
+    gzip_bomb,
+    layer_json,
+    tar_end,
+    tar_header,
+    tar_member,
+)
 
 V1_ID = "a" * 64
 # Fixed budgets a refusal must stay within (measured figures are printed; see the README's Reliability section).
@@ -154,6 +165,38 @@ def test_push_from_archive_refuses_every_attack(
     cache_dir = tmp_path / "cache"
     leftovers = [p for p in cache_dir.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
     assert leftovers == []
+
+
+def current_archive(layer: bytes) -> bytes:
+    """A Docker 1.10-24 layout archive of one image with the single (uncompressed) layer ``layer``."""
+    diff = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"os": "linux", "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff}"]}}).encode()
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = [{"Config": f"{config_hex}.json", "RepoTags": ["kd/twice:1"], "Layers": [f"{diff}/layer.tar"]}]
+    b = V1Builder().dir(diff).file(f"{diff}/layer.tar", layer).file(f"{config_hex}.json", config)
+    return b.file("manifest.json", json.dumps(manifest).encode()).build()
+
+
+@pytest.mark.slow
+def test_push_from_archive_refuses_a_current_archive_no_engine_loads(
+    make_standin: MakeStandin,
+    in_process_flows: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A v2 archive whose layer names a path twice (tar-split refuses it at load) is refused before any upload."""
+    standin = make_standin()
+    for name, value in standin.client_env({}).items():
+        if name.startswith("ARVADOS_"):
+            monkeypatch.setenv(name, value)
+    path = tmp_path / "twice.tar"
+    path.write_bytes(current_archive(tar_member("a", b"1") + tar_member("./a", b"2") + tar_end()))
+    code = cli.run(["push", "kd/twice:1", "--from-archive", str(path)])
+    mine = error_lines(capsys.readouterr().err, "push")
+    assert code == 1 and len(mine) == 1 and "names this path twice" in mine[0], mine
+    assert standin_rows(standin, "collections") == 0
+    assert standin_rows(standin, "links") == 0
 
 
 @pytest.mark.slow

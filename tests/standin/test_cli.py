@@ -80,3 +80,18 @@ def test_certificate_verifies_and_persists(tmp_path: Path) -> None:
             assert tls.version() is not None
         standin.restart()
         assert Path(standin.env["KEEPDOCKER_STANDIN_CA_FILE"]).read_bytes() == first
+
+
+def test_sample_v1_images_are_stored_once(tmp_path: Path) -> None:
+    """--sample-v1-images N stores N v1 images an old cluster would hold (found by discovery), and only once."""
+    from keepdocker.arv.client import ArvadosConfig, connect
+    from keepdocker.arv.migration import discover_v1_images
+
+    for _ in range(2):  # the second start of the same data dir adds nothing
+        with running_standin(tmp_path / "data", ["--sample-v1-images", "4"]) as standin:
+            session = connect(ArvadosConfig.from_env(standin.env))
+            images = discover_v1_images(session)
+            assert sorted(t for i in images for t in i.repo_tags) == [
+                "legacy/sample0:latest", "legacy/sample0:v1", "legacy/sample1:v1", "legacy/sample2:v1",
+                "legacy/sample3:latest", "legacy/sample3:v1",
+            ]  # fmt: skip

@@ -117,6 +117,17 @@ def test_bad_locator_on_a_later_stream_is_403(source: tuple[Any, str, bytes]) ->
     assert _status(info.value)[0] == 403
 
 
+def test_unsigned_locator_out_of_place_is_403_before_the_form_is_checked(source: tuple[Any, str, bytes]) -> None:
+    """A locator after the file segments is still a referenced block: unsigned, it is refused as unsigned (403)."""
+    user, uuid, _ = source
+    locs = _signed_locators(user, uuid)
+    manifest = f". {locs[0]} 0:{SIZES[0]}:a.bin {locs[1].split('+A')[0]}\n"
+    with pytest.raises(googleapiclient.errors.HttpError) as info:
+        _create(user, manifest)
+    status, body = _status(info.value)
+    assert status == 403 and "no +A permission signature" in body
+
+
 def test_admin_skips_the_signature_check(standin: RunningStandin, source: tuple[Any, str, bytes]) -> None:
     """An admin token may reference blocks with no signature at all (the API server's admin bypass)."""
     user, uuid, data = source
