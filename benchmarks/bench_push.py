@@ -216,16 +216,24 @@ def push_twice(tool: str, mode: str, work: Path, docker_host: str, image_bytes: 
     return first.seconds, again.seconds
 
 
-def push_breakdown(server_url: str) -> str:
-    """Flow and task seconds of the newest two push-image runs (first push, then re-push) on the server."""
+def push_breakdown(server_url: str, runs_before: int) -> str:
+    """Flow and task seconds of the push-image runs since ``runs_before`` (a no-op re-push starts none)."""
     runs = api_post(server_url, "/flow_runs/filter", {
-        "flows": {"name": {"any_": ["push-image"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 2,
+        "flows": {"name": {"any_": ["push-image"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 10,
     })
+    new = list(reversed(runs[: max(len(runs) - runs_before, 0)]))
     parts = []
-    for label, run in zip(("re-push", "first push"), runs, strict=False):
+    for label, run in zip(("first push", "re-push"), new, strict=False):
         per = {str(t["name"]).split("-")[0]: round(_seconds(t), 2) for t in task_runs(server_url, run["id"])}
         parts.append(f"{label}: flow {_seconds(run):.1f} s, tasks {per}")
-    return "; ".join(reversed(parts))
+    if len(new) < 2:
+        parts.append("re-push: no flow run (answered before Prefect starts)")
+    return "; ".join(parts)
+
+
+def push_run_count(server_url: str) -> int:
+    """How many push-image flow runs the server has."""
+    return len(api_post(server_url, "/flow_runs/filter", {"flows": {"name": {"any_": ["push-image"]}}, "limit": 200}))
 
 
 def run_mode(
@@ -239,11 +247,12 @@ def run_mode(
     tools = ["keepdocker", "arv-keepdocker"]
     for n in range(repeat):
         for tool in tools if n % 2 == 0 else tools[::-1]:
+            before = push_run_count(server_url) if server_url else 0
             first, again = push_twice(tool, mode, work / f"{tool}-{n}", docker_host, image_bytes, extra)
             result.first.setdefault(tool, []).append(first)
             result.again.setdefault(tool, []).append(again)
             if tool == "keepdocker" and server_url:
-                result.breakdown = push_breakdown(server_url)
+                result.breakdown = push_breakdown(server_url, before)
     return result
 
 

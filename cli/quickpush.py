@@ -1,51 +1,90 @@
-"""The no-op push without Prefect: when Arvados already holds the image, with its links, for the target owner.
+"""Push work done before Prefect starts: the no-op answer, and `docker save` while Prefect imports.
 
-Asking Arvados and the engine costs a few requests; starting Prefect and a flow run costs seconds. A push that would
-change nothing therefore prints the collection UUID (as arv-keepdocker does) and starts no flow run, so it leaves no
-history row. Anything else -- a missing image, a copy elsewhere, a missing link -- goes to the push-image flow.
+Asking Arvados and the engine costs a few requests; importing Prefect and creating a flow run costs seconds. A push
+that would change nothing therefore prints the collection UUID (as arv-keepdocker does) and starts no flow run, so it
+leaves no history row. A push that must upload starts saving the image into the tar cache at once, in a thread,
+while the main thread imports Prefect and starts the flow; the flow's save task then finds the finished cache entry
+(one writer per image: it waits for this one). Everything else -- a copy elsewhere, a missing link -- is the flow's.
 """
 
 from __future__ import annotations
 
-from keepdocker.arv.catalog import list_images
-from keepdocker.arv.client import ArvadosConfig, connect
-from keepdocker.arv.push import already_pushed, check_image_format, resolve_owner
-from keepdocker.engine import DockerEngine, MatchKind
-from keepdocker.errors import ImageNotFoundError
-from keepdocker.references import parse_reference
+import threading
+from dataclasses import dataclass
 
-__all__ = ["ENGINE_TIMEOUT_SECONDS", "quick_push"]
+from keepdocker.arv.client import ArvadosConfig, connect
+from keepdocker.arv.push import find_existing, present_for
+from keepdocker.cache import TarCache
+from keepdocker.engine import DockerEngine
+from keepdocker.errors import KeepdockerError
+from keepdocker.progress import meter
+from keepdocker.push_plan import PushTarget, locate_image
+
+__all__ = ["ENGINE_TIMEOUT_SECONDS", "PreSave", "QuickLook", "quick_look"]
 
 # An engine that does not answer a query in this time is reported at once (the flow's retries would take ~50 s).
 ENGINE_TIMEOUT_SECONDS = 5.0
 
 
-def quick_push(
+@dataclass(frozen=True)
+class QuickLook:
+    """What Arvados and the engine say before any flow: the UUID of a no-op push, or the image to save."""
+
+    present_uuid: str | None = None  # the owner's collection when the push would change nothing
+    save_id: str | None = None  # the engine's image ID when no readable copy exists anywhere (an upload is coming)
+
+
+def quick_look(
     image: str,
     tag: str | None,
     project_uuid: str | None = None,
     *,
     force_image_format: bool = False,
-) -> str | None:
-    """The collection UUID when the push would change nothing; None when the flow has work to do.
+) -> QuickLook:
+    """Look the push up without Prefect; raises the push's own one-line errors early.
 
-    Raises the push's own one-line errors early: no credentials, a cluster without v2, an unreachable engine,
-    and an image neither in the engine nor in Arvados.
+    Those are: no credentials, a cluster without v2, an unreachable engine, and an image neither in the engine nor
+    in Arvados.
     """
     session = connect(ArvadosConfig.from_env())
-    check_image_format(session, force_image_format)
-    ref = parse_reference(image, tag)
-    with DockerEngine(timeout=ENGINE_TIMEOUT_SECONDS) as engine:
-        engine.ping()
+    target = PushTarget(image, tag, project_uuid, force_image_format)
+    plan = locate_image(session, target, engine_timeout=ENGINE_TIMEOUT_SECONDS)
+    if plan.source != "engine" or plan.image_id is None:
+        return QuickLook()  # the flow pushes the copy Arvados holds, or learns the ID from a save (containerd store)
+    existing = find_existing(session, plan.image_id, plan.owner_uuid)
+    found = present_for(session, existing, [plan.repo_tag] if plan.repo_tag else [])
+    if found is not None:
+        return QuickLook(present_uuid=found.uuid)
+    return QuickLook(save_id=None if existing.collections else plan.engine_id)
+
+
+class PreSave:
+    """`docker save` of one image into the tar cache in a background thread (the flow's save task reuses it).
+
+    A failure here is not reported: the flow's save task saves again, with its retries and its own error line.
+    """
+
+    def __init__(self, engine_id: str) -> None:
+        self.engine_id = engine_id
+        self.error: KeepdockerError | OSError | None = None
+        self._thread = threading.Thread(target=self._save, name="presave", daemon=False)
+
+    def start(self) -> PreSave:
+        """Start saving; returns self."""
+        self._thread.start()
+        return self
+
+    def _save(self) -> None:
+        progress = meter("save", self.engine_id[:19])
         try:
-            local = engine.resolve(ref)
-        except ImageNotFoundError:
-            if list_images(session, ref.repository or f"sha256:{ref.id_prefix}", ref.tag):
-                return None  # the flow pushes the copy Arvados holds
-            raise
-        if engine.info().containerd_store:
-            return None  # the engine's ID is not the config digest there: only a saved archive tells
-    owner = resolve_owner(session, project_uuid)
-    repo_tags = [] if local.matched_by is MatchKind.ID or ref.repo_tag is None else [ref.repo_tag]
-    found = already_pushed(session, local.id, repo_tags, owner)
-    return found.uuid if found is not None else None
+            with DockerEngine() as engine:
+                entry = engine.save_cached(TarCache.from_env(), self.engine_id, progress=progress)
+        except (KeepdockerError, OSError) as exc:
+            self.error = exc  # kept for inspection; the flow's save task retries and reports
+            return
+        if entry.created:
+            progress.finish(entry.size)
+
+    def join(self) -> None:
+        """Wait for the save to end (it always ends: the engine's stream has its own timeout)."""
+        self._thread.join()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -29,8 +30,8 @@ from flows.params import (
     optional,
 )
 from flows.states import completed, failed
-from keepdocker.arv.catalog import collection_name
 from keepdocker.arv.migration import V1Image
+from keepdocker.arv.push import UploadRequest
 from keepdocker.errors import KeepdockerError, PartialFailureError
 from keepdocker.requests import MigrateImageRequest, MigrateRequest
 from tasks.discover import discover_v1
@@ -126,12 +127,13 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
             v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
         first_tag = image.repo_tags[0] if image.repo_tags else None
         placed = upload(
-            v2.path,
-            v2.image_id,
-            image.owner_uuid,
-            collection_name(v2.image_id, first_tag),
-            first_tag,
-            credentials_block=creds,
+            UploadRequest(
+                image_id=v2.image_id,
+                owner_uuid=image.owner_uuid,
+                repo_tag=first_tag,
+                tar=Path(v2.path),
+            ),
+            creds,
         )
         if request.verify:  # what Arvados now serves must load as the new ID before anything points at it
             verify_collection(placed.pdh, v2.image_id, creds)
@@ -293,6 +295,10 @@ def sweep(request: MigrateRequest) -> MigrationReport:
     )
     outcomes: list[ImageOutcome] = []
     one = run_fanned_out if request.fan_out else migrate_one
+    # A plain thread pool, not Prefect's task runner: the unit of concurrency is one image's whole sequence of task
+    # calls (download, upgrade, upload, verify, link), which fails alone and moves the progress artifact as it ends;
+    # .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each image as its own
+    # migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
     with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
         futures: list[Future[ImageOutcome]] = [
             pool.submit(contextvars.copy_context().run, one, image, request) for image in images

@@ -24,11 +24,11 @@ from flows.params import (
     optional,
 )
 from flows.states import completed, failed
-from keepdocker.arv.catalog import collection_name
-from keepdocker.errors import CacheCorruptError, KeepdockerError, MalformedArchiveError
-from keepdocker.images.docker_archive import read_archive
+from keepdocker.arv.push import UploadRequest
+from keepdocker.errors import CacheCorruptError, KeepdockerError
+from keepdocker.push_plan import PushPlan, archive_identity
 from keepdocker.requests import PushRequest
-from tasks.discover import PushPlan, discover_push, raw_created
+from tasks.discover import discover_push
 from tasks.history import history_row, record_history
 from tasks.link import link_image
 from tasks.pull import pull_image
@@ -53,14 +53,6 @@ class PushResult(BaseModel):
     seconds: float
 
 
-def _archive_identity(path: str) -> tuple[str, str | None]:
-    """The config digest and raw `created` of the single image in a saved archive."""
-    images = read_archive(Path(path))
-    if len(images) != 1:
-        raise MalformedArchiveError(f"{path}: holds {len(images)} images; a pushed archive must hold one")
-    return images[0].id, raw_created(images[0].config)
-
-
 def _fingerprint(path: str) -> str:
     """Identifies a local file by path, size and mtime (keys its upgraded copy without reading it twice)."""
     st = os.stat(path)
@@ -79,7 +71,7 @@ def _from_archive(request: PushRequest, plan: PushPlan, work_files: list[str]) -
         return path, plan.image_id or "", plan.created
     v2 = upgrade(path, _fingerprint(path), [plan.repo_tag] if plan.repo_tag else [])
     work_files.append(v2.path)
-    image_id, created = _archive_identity(v2.path)
+    image_id, created = archive_identity(Path(v2.path))
     return v2.path, image_id, created
 
 
@@ -95,24 +87,25 @@ def _save_and_upload(request: PushRequest, plan: PushPlan, work_files: list[str]
             saved = save(plan.engine_id or "")
             tar, tar_sha256 = saved.path, saved.sha256
             work_files.append(saved.path)
-            archive_id, created = _archive_identity(saved.path)
+            archive_id, created = archive_identity(Path(saved.path))
             if image_id and archive_id != image_id:
                 logger.warning(
                     "engine ID %s is not the archive's config digest %s: using the latter", image_id, archive_id
                 )
             image_id = archive_id
-        name = request.name or collection_name(image_id, plan.repo_tag)
         try:
             placed = upload(
-                tar,
-                image_id,
-                plan.owner_uuid,
-                name,
-                plan.repo_tag,
-                request.force,
-                created,
+                UploadRequest(
+                    image_id=image_id,
+                    owner_uuid=plan.owner_uuid,
+                    name=request.name,
+                    repo_tag=plan.repo_tag,
+                    tar=Path(tar) if tar else None,
+                    tar_sha256=tar_sha256,
+                    created=created,
+                    force=request.force,
+                ),
                 request.credentials_block,
-                tar_sha256,
             )
             return placed, image_id
         except CacheCorruptError:
@@ -167,7 +160,7 @@ def push(request: PushRequest) -> PushResult:
     try:
         if request.pull:
             pull_image(request.image, request.tag)
-        plan = discover_push(request)
+        plan = discover_push(request, request.credentials_block)
         image_id = plan.image_id or ""
         placed, image_id = _save_and_upload(request, plan, work_files)
         tags = [plan.repo_tag] if plan.repo_tag else []

@@ -316,6 +316,11 @@ class DockerEngine:
             doc: dict[str, Any] = self._api.inspect_image(image)
         return doc
 
+    def untag(self, name: str) -> None:
+        """Remove the name ``repo:tag`` from its image (the image stays when other names or children use it)."""
+        with self._mapped(f"removing the tag {name!r}"):
+            self._api.remove_image(name, noprune=True)
+
     def resolve(self, reference: ImageReference | str) -> LocalImage:
         """Exactly one local image for a name, digest or ID prefix; ImageNotFoundError for none or several."""
         ref = parse_reference(reference) if isinstance(reference, str) else reference

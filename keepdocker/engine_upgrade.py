@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import tarfile
 from pathlib import Path
 
 from keepdocker.engine import DockerEngine, SavedArchive
-from keepdocker.errors import EngineError, MalformedArchiveError
+from keepdocker.errors import EngineError, ImageNotFoundError, MalformedArchiveError
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["upgrade_with_engine"]
 
@@ -52,5 +55,9 @@ def upgrade_with_engine(engine: DockerEngine, src: Path, dst: Path, v1_id: str) 
     finally:
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
-        with contextlib.suppress(Exception):
-            engine._api.remove_image(f"{repo}:{tag}", noprune=True)
+        try:
+            engine.untag(f"{repo}:{tag}")
+        except ImageNotFoundError:
+            pass  # the load failed before the tag existed
+        except EngineError as exc:  # the conversion's outcome stands; a leftover tag is only clutter
+            _log.warning("could not remove the temporary tag %s:%s: %s", repo, tag, exc.message)

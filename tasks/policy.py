@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
+from prefect.logging import get_logger
 from prefect.tasks import exponential_backoff
-from prefect.types import DateTime
-from prefect.types._datetime import now
 
 from keepdocker.cache import TarCache
 from keepdocker.errors import KeepdockerError, is_temporary
 from tasks.progress import announce_retry
 
-__all__ = ["IO_RETRY", "ValidatedFileCache", "file_intact", "image_lock", "retry_if_temporary"]
+__all__ = ["IO_RETRY", "MAX_CACHE_GENERATIONS", "ValidatedFileCache", "file_intact", "image_lock", "retry_if_temporary"]
+
+_log = get_logger(__name__)
+
+# How many times one task's cached file may be found damaged before its cache is bypassed (each time costs a read).
+MAX_CACHE_GENERATIONS = 100
 
 
 def retry_if_temporary(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -80,7 +83,14 @@ def file_intact(value: Any) -> bool:
 
 
 class ValidatedFileCache(CachePolicy):
-    """INPUTS + TASK_SOURCE, except that a record whose file is gone or changed is expired, so the task re-runs."""
+    """INPUTS + TASK_SOURCE, except that a record whose file is gone or changed is passed over, so the task re-runs.
+
+    Prefect has no hook that validates a cached value before reuse: the engine computes the key, then reuses any
+    record stored under it. So the check happens here, and only reads. When the record under the usual key names a
+    file that no longer checks out (``file_intact``), the key moves on to ``<key>-1``, ``<key>-2``, ...: the first
+    one with no record makes the task run and store its new file there; the first one whose file checks out is
+    reused. Old records are never rewritten.
+    """
 
     def compute_key(
         self,
@@ -89,15 +99,21 @@ class ValidatedFileCache(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        """The usual key, after invalidating its record when the cached file no longer checks out."""
+        """The usual key, or the first successor whose record is absent or names an intact file."""
         key = (INPUTS + TASK_SOURCE).compute_key(task_ctx, inputs, flow_parameters, **kwargs)
         store = task_ctx.result_store
         if key is None or store is None:
             return key
-        try:
-            if store.exists(key) and not file_intact(store.read(key).result):
-                past = cast(DateTime, now("UTC") - dt.timedelta(days=1))
-                store.write(obj=None, key=key, expiration=past)
-        except Exception:  # an unreadable record is a miss anyway
-            return key
-        return key
+        for generation in range(MAX_CACHE_GENERATIONS):
+            candidate = f"{key}-{generation}" if generation else key
+            if not store.exists(candidate):
+                return candidate
+            try:
+                value = store.read(candidate).result
+            except (OSError, ValueError) as exc:  # the record vanished or broke since exists(): a miss, rewritten
+                _log.debug("cache record %s unreadable (%s); the task runs again", candidate, exc)
+                return candidate
+            if file_intact(value):
+                return candidate
+        _log.warning("cache key %s: %d damaged generations; running uncached", key, MAX_CACHE_GENERATIONS)
+        return None

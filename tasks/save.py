@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.logging import get_run_logger
 
 from keepdocker.cache import TarCache
 from keepdocker.engine import DockerEngine
@@ -27,4 +28,6 @@ def save(engine_id: str) -> FileResult:
         entry = engine.save_cached(TarCache.from_env(), engine_id, progress=progress)
     if entry.created:
         progress.finish(entry.size)
+    else:
+        get_run_logger().info("save %s: %.1f MiB reused from the cache", engine_id[:19], entry.size / (1 << 20))
     return FileResult.of(entry.path, entry.sha256)

@@ -12,7 +12,7 @@ from keepdocker.cache import default_cache_dir
 from keepdocker.engine import DockerEngine
 from keepdocker.engine_upgrade import upgrade_with_engine as engine_upgrade
 from keepdocker.errors import MalformedArchiveError
-from keepdocker.images.docker_archive import read_archive
+from keepdocker.images.docker_archive import read_single_image
 from keepdocker.images.upgrade import upgrade as upgrade_file
 from tasks.policy import IO_RETRY, ValidatedFileCache
 from tasks.progress import task_meter
@@ -63,9 +63,7 @@ def upgrade_with_engine(src: str, src_key: str, tags: list[str], image: str | No
     dst = upgraded_path(src_key, tags, f"engine:{image}")
     with DockerEngine() as engine:
         saved = engine_upgrade(engine, Path(src), dst, image)
-    images = read_archive(saved.path)
-    if len(images) != 1:
-        raise MalformedArchiveError(f"{saved.path}: the engine saved {len(images)} images, expected 1")
-    config_created = images[0].created.isoformat() if images[0].created else None
+    made = read_single_image(saved.path, hint="the engine should have saved one")
+    config_created = made.created.isoformat() if made.created else None
     base = FileResult.of(saved.path, saved.sha256)
-    return UpgradedArchive(**base.model_dump(), image_id=images[0].id, tags=list(tags), created=config_created)
+    return UpgradedArchive(**base.model_dump(), image_id=made.id, tags=list(tags), created=config_created)

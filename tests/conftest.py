@@ -21,6 +21,28 @@ def _need_engine(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _shared(relative: str) -> Path:
+    """A file of the shared directory beside the checkout: required under CI (.ci/run sets CI=true), else a skip."""
+    path = SHARED / relative
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is required under CI: the shared fixtures must be checked out beside the repository")
+        pytest.skip(f"{path} is absent (the shared fixtures are not checked out beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def moby_v1_archive() -> Path:
+    """The real 2015 v1 archive (Docker 1.9 `docker save` of matthughes/library-centos:6-2015.03.20)."""
+    return _shared("fixtures/moby-emptyLayer-v1.tar")
+
+
+@pytest.fixture(scope="session")
+def arvados_discovery_document() -> Path:
+    """The discovery document of a real Arvados API server, to check the stand-in's against."""
+    return _shared("reference/arvados-v1-discovery.json")
+
+
 @pytest.fixture(scope="session")
 def docker_host() -> Iterator[str]:
     """DOCKER_HOST of a usable engine: the one in the environment if it answers, else a private dockerd."""

@@ -99,8 +99,10 @@ def test_damaged_entry_is_not_reused(tmp_path: Path, damage: str) -> None:
         with open(entry.path, "ab") as f:
             f.write(b"{}")
     elif damage == "rewrite":
-        time.sleep(0.01)
+        before = entry.path.stat()
         entry.path.write_bytes(os.urandom(10_000))
+        # A rewrite a moment later has a later mtime; set it, as the clock may not have ticked since the put.
+        os.utime(entry.path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
     elif damage == "no-sidecar":
         sidecar.unlink()
     elif damage == "bad-sidecar":
@@ -214,15 +216,23 @@ def test_concurrent_processes_write_once(tmp_path: Path) -> None:
     assert got is not None and got.size == 100_000
 
 
+def _last_used(cache: TarCache, key: str, second: int) -> None:
+    """Set when ``key`` was last used (its sidecar's mtime, the order of eviction) to ``second`` after the epoch."""
+    (entry,) = [e for e in cache.entries() if e.key == key]
+    os.utime(entry.path.with_suffix(".json"), ns=(second * 10**9, second * 10**9))
+
+
 def test_budget_evicts_least_recently_used(tmp_path: Path) -> None:
     """Over budget, the least recently used entry goes first; a recent get protects an old entry."""
     cache = TarCache(tmp_path, budget_bytes=3000)
-    for key in ("a", "b", "c"):
+    for second, key in enumerate(("a", "b", "c"), start=1000):
         cache.put_stream(key, _filler(b"x" * 1000))
-        time.sleep(0.01)
-    assert cache.get("a") is not None  # a is now the most recently used
-    time.sleep(0.01)
+        _last_used(cache, key, second)
+    assert cache.get("a") is not None
+    assert [e.key for e in cache.entries()] == ["b", "c", "a"]  # the hit made a the most recently used
     cache.put_stream("d", _filler(b"y" * 1000))
+    _last_used(cache, "a", 1003)
+    _last_used(cache, "d", 1004)
     assert [e.key for e in cache.entries()] == ["c", "a", "d"]
     assert cache.get("b") is None
     cache.put_stream("e", _filler(b"y" * 1500))
@@ -236,7 +246,8 @@ def test_pinned_entries_are_never_evicted(tmp_path: Path) -> None:
     with cache.pinned("a", _filler(b"a" * 1000)) as a:
         assert a is not None and a.created
         cache.put_stream("b", _filler(b"b" * 1000))
-        time.sleep(0.01)
+        _last_used(cache, "a", 1000)
+        _last_used(cache, "b", 1001)
         cache.put_stream("c", _filler(b"c" * 1000))  # evicts b, not the older but pinned a
         assert {e.key for e in cache.entries()} == {"a", "c"}
         with cache.pinned("c") as c, pytest.raises(CacheFullError, match="held by entries in use"):

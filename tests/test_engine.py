@@ -24,7 +24,6 @@ from keepdocker.testing.dockerd import private_engine
 from keepdocker.testing.images import build_image
 from keepdocker.testing.registry import free_port, local_registry, push_to_registry
 
-FIXTURE_V1 = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
 REPO = "kdtest-engine/app"
 
 
@@ -150,12 +149,10 @@ def test_save_load_round_trip(engine: DockerEngine, docker_host: str, tmp_path: 
 
 
 @pytest.mark.engine
-def test_load_v1_fixture_and_garbage(engine: DockerEngine, tmp_path: Path) -> None:
+def test_load_v1_fixture_and_garbage(engine: DockerEngine, tmp_path: Path, moby_v1_archive: Path) -> None:
     """The engine legacy-loads the real v1 fixture to its known ID; a non-archive is a permanent EngineError."""
-    if not FIXTURE_V1.exists():
-        pytest.skip("../shared/fixtures is not present")
     assert engine.legacy_load_support().supported
-    loaded = engine.load(FIXTURE_V1)
+    loaded = engine.load(moby_v1_archive)
     assert any(i.startswith("sha256:a9e31d6f186f") for i in loaded.image_ids)
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"this is not a tar" * 100)

@@ -38,18 +38,25 @@ def run(args: argparse.Namespace) -> int:
         force_image_format=args.force_image_format,
         from_archive=args.from_archive,
     )
+    presave = None
     if not (args.from_archive or args.pull or args.force):
-        from cli.quickpush import quick_push
+        from cli.quickpush import PreSave, quick_look
 
-        # Nothing to do is answered without starting a flow run (and so without a history row).
-        uuid = quick_push(request.image, request.tag, request.project_uuid, force_image_format=args.force_image_format)
-        if uuid is not None:
-            print(uuid)
+        look = quick_look(request.image, request.tag, request.project_uuid, force_image_format=args.force_image_format)
+        if look.present_uuid is not None:
+            # Nothing to do is answered without starting a flow run (and so without a history row).
+            print(look.present_uuid)
             return 0
-    prepare_prefect()
-    from flows.push import push_image
+        if look.save_id is not None:
+            presave = PreSave(look.save_id).start()  # saves while Prefect imports; the flow's save task reuses it
+    try:
+        prepare_prefect()
+        from flows.push import push_image
 
-    ok, result = run_flow(push_image, request)
+        ok, result = run_flow(push_image, request)
+    finally:
+        if presave is not None:
+            presave.join()
     if not ok:
         raise result
     print(result.collection_uuid)

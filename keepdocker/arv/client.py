@@ -95,7 +95,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, googleapiclient.errors.HttpError):
         try:
             return str(exc._get_reason()).strip() or str(exc)
-        except Exception:
+        except (AttributeError, KeyError, TypeError, ValueError):  # a body it cannot parse: the whole error
             return str(exc)
     return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
 

@@ -13,6 +13,7 @@ from keepdocker.arv.catalog import (
     REPO_TAG_LINK,
     REPO_TAG_PROPERTY,
     LinkSpec,
+    collection_name,
     create_links,
     find_collections,
     image_links_on,
@@ -22,19 +23,22 @@ from keepdocker.arv.catalog import (
 )
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.arv.transfer import CollectionRef, single_tar, upload_tar
-from keepdocker.errors import ArvadosError, ArvadosNotFoundError, ConfigurationError, ImageNotFoundError
+from keepdocker.errors import ArvadosError, ConfigurationError, ImageNotFoundError
 from keepdocker.options import setting
 from keepdocker.progress import Progress
 
 __all__ = [
     "Action",
     "Existing",
-    "already_pushed",
+    "Placed",
+    "UploadRequest",
     "check_image_format",
     "copy_into",
     "ensure_links",
     "find_existing",
+    "place",
     "place_image",
+    "present_for",
     "resolve_owner",
     "upload_image",
 ]
@@ -180,29 +184,17 @@ def ensure_links(
     return create_links(session, missing_links(wanted, image_links_on(session, collection_uuid), owner_uuid))
 
 
-def already_pushed(
-    session: ArvadosSession, image_id: str, repo_tags: list[str], owner_uuid: str
-) -> CollectionRef | None:
+def present_for(session: ArvadosSession, existing: Existing, repo_tags: list[str]) -> CollectionRef | None:
     """The owner's collection when it already holds the image and all its links: a push would change nothing."""
-    owned = find_existing(session, image_id, owner_uuid).owned
+    owned = existing.owned
     if owned is None:
         return None
-    uuid = str(owned["uuid"])
-    wanted = [LinkSpec(HASH_LINK, image_id, uuid, owner_uuid)]
-    wanted += [LinkSpec(REPO_TAG_LINK, rt, uuid, owner_uuid) for rt in repo_tags]
-    if missing_links(wanted, image_links_on(session, uuid), owner_uuid):
+    uuid, owner = str(owned["uuid"]), existing.owner_uuid
+    wanted = [LinkSpec(HASH_LINK, existing.image_id, uuid, owner)]
+    wanted += [LinkSpec(REPO_TAG_LINK, rt, uuid, owner) for rt in repo_tags]
+    if missing_links(wanted, image_links_on(session, uuid), owner):
         return None
     return _ref(owned)
-
-
-def collection_exists(session: ArvadosSession, uuid: str) -> bool:
-    """True when the collection is readable and not trashed."""
-    try:
-        with arvados_errors(f"reading collection {uuid}"):
-            session.api.collections().get(uuid=uuid).execute()
-    except ArvadosNotFoundError:
-        return False
-    return True
 
 
 def _ref(collection: dict[str, Any]) -> CollectionRef:
@@ -241,3 +233,45 @@ def place_image(
         expected_sha256=expected_sha256,
     )
     return ref, Action.UPLOADED
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """Put one image's tar (or a copy Arvados already holds) into a collection of ``owner_uuid``."""
+
+    image_id: str  # the config digest, sha256:<hex>
+    owner_uuid: str
+    repo_tag: str | None  # recorded on a new collection; None for an ID-only push
+    name: str | None = None  # the name of a new collection; None: arv-keepdocker's
+    tar: Path | None = None  # the local archive; None when only a copy in Arvados can be placed
+    tar_sha256: str = ""  # the tar's recorded digest, checked while uploading ("" for files made in this run)
+    created: str | None = None  # the config's raw `created`, the image_timestamp of a fresh upload
+    force: bool = False  # upload even when a readable copy exists
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where the image lives after placing it, what was done, and the image_timestamp its links should carry."""
+
+    ref: CollectionRef
+    action: Action
+    image_timestamp: str | None
+
+
+def place(session: ArvadosSession, request: UploadRequest, progress: Progress | None = None) -> Placed:
+    """Reuse, copy or upload (see ``place_image``); reused copies keep the image_timestamp already recorded."""
+    existing = find_existing(session, request.image_id, request.owner_uuid)
+    ref, action = place_image(
+        session,
+        existing,
+        tar=request.tar,
+        name=request.name or collection_name(request.image_id, request.repo_tag),
+        repo_tag=request.repo_tag,
+        force=request.force,
+        progress=progress,
+        expected_sha256=request.tar_sha256,
+    )
+    timestamp = request.created
+    if action is not Action.UPLOADED and existing.image_timestamp:
+        timestamp = existing.image_timestamp
+    return Placed(ref, action, timestamp)

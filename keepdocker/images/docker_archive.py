@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from keepdocker.errors import ArchiveLimitError, MalformedArchiveError, UnsafeArchiveError
+from keepdocker.errors import ArchiveLimitError, KeepdockerError, MalformedArchiveError, UnsafeArchiveError
 from keepdocker.images import limits
 from keepdocker.images.model import (
     DIGEST_RE,
@@ -45,8 +45,10 @@ __all__ = [
     "DockerArchiveWriter",
     "detect_format",
     "manifest_bytes",
+    "only_image",
     "read_archive",
     "read_members",
+    "read_single_image",
     "repositories_bytes",
     "tar_header",
 ]
@@ -148,6 +150,25 @@ def _diff_ids(where: str, config: bytes) -> list[str]:
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and DIGEST_RE.fullmatch(d) for d in diff_ids):
         raise MalformedArchiveError(f"{where}: rootfs.diff_ids must be a list of sha256:<hex> digests")
     return diff_ids
+
+
+def only_image(
+    images: list[Image], path: Path, *, error: type[KeepdockerError] = MalformedArchiveError, hint: str = ""
+) -> Image:
+    """The one image read from the archive ``path``; an archive holding several is refused, naming them.
+
+    ``error`` and ``hint`` let the caller say whose mistake it is: a user's archive (UsageError, "push one per
+    archive") or an archive this program made or received (MalformedArchiveError, the default).
+    """
+    if len(images) != 1:
+        ids = ", ".join(i.id for i in images)
+        raise error(f"{path}: holds {len(images)} images ({ids}); {hint or 'expected exactly one'}")
+    return images[0]
+
+
+def read_single_image(path: Path, *, hint: str = "") -> Image:
+    """The one image of a current archive (see ``read_archive`` and ``only_image``)."""
+    return only_image(read_archive(path), path, hint=hint)
 
 
 def read_archive(path: Path) -> list[Image]:

@@ -42,12 +42,18 @@ class RequestStats:
     """Thread-safe request counters, exposed at ``/_standin/stats`` so tests can prove what traffic happened."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0  # requests received and not yet answered (a killed client's included)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, key: str, n: int = 1) -> None:
         """Increase counter ``key`` by ``n``."""
         with self._lock:
             self.counts[key] += n
+
+    def started(self, n: int = 1) -> None:
+        """Count a request as in flight (``n=-1``: it has been answered or abandoned)."""
+        with self._lock:
+            self.in_flight += n
 
     def snapshot(self) -> dict[str, int]:
         """A copy of all counters."""
@@ -327,7 +333,12 @@ class ApiApp:
         if caller is None or not caller.is_admin:
             raise ApiError(403, "the /_standin endpoints need the stand-in's admin token")
         if method == "GET" and rest == ["stats"]:
-            return {"requests": self.stats.snapshot(), "records": self.store.counts(), "blocks": self.blocks.count()}
+            return {
+                "requests": self.stats.snapshot(),
+                "in_flight": self.stats.in_flight,
+                "records": self.store.counts(),
+                "blocks": self.blocks.count(),
+            }
         if method == "POST" and rest == ["seed_images"]:
             try:
                 data = json.loads(body or b"{}")

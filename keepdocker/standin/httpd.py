@@ -60,9 +60,27 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _ContextServer
 
+    _counted = False
+
     @property
     def ctx(self) -> ServerContext:
         return self.server.ctx
+
+    def parse_request(self) -> bool:
+        # The request line has been read: from here until handle_one_request returns, the request is in flight
+        # (tests wait for zero after killing a client). The stand-in's own /_standin/ endpoints are not counted.
+        self._counted = b" /_standin/" not in getattr(self, "raw_requestline", b"")
+        if self._counted:
+            self.ctx.stats.started()
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        self._counted = False
+        try:
+            super().handle_one_request()
+        finally:
+            if self._counted:
+                self.ctx.stats.started(-1)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.ctx.verbose:

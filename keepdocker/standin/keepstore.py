@@ -101,8 +101,8 @@ class BlockStore:
                     pending.result()
                     pending = None
             finally:
-                if pending is not None:
-                    with contextlib.suppress(Exception):
+                if pending is not None:  # an error is on its way out: let the last write end, keep that error
+                    with contextlib.suppress(OSError, ValueError):
                         pending.result()
                 if out is not None:
                     out.close()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import docker.errors
+import requests
 
 __all__ = ["PrivateEngine", "engine_answers", "private_engine"]
 
@@ -35,7 +37,7 @@ def engine_answers(host: str, timeout: float = 3.0) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
         return False
 
 

@@ -24,7 +24,6 @@ __all__ = [
     "prefect_bin",
     "run_prefect",
     "running_server",
-    "running_worker",
     "start_server",
     "start_worker",
     "stop_process",
@@ -263,16 +262,6 @@ def running_server(home: Path, **kwargs: Any) -> Iterator[PrefectProcess]:
         yield server
     finally:
         server.stop()
-
-
-@contextmanager
-def running_worker(pool: str, name: str, env: Mapping[str, str], **kwargs: Any) -> Iterator[PrefectProcess]:
-    """A process worker for the duration of the block (see `start_worker`), stopped by PID at the end."""
-    worker = start_worker(pool, name, env, **kwargs)
-    try:
-        yield worker
-    finally:
-        worker.stop()
 
 
 def run_prefect(

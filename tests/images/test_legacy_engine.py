@@ -20,7 +20,6 @@ from keepdocker.images.legacy_config import image_id, make_config, read_header
 
 pytestmark = pytest.mark.engine
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
 REPO = "kdlegacy/case"
 
 
@@ -635,11 +634,11 @@ def test_engine_and_make_config_both_reject(name: str, rejected: dict[str, str])
         make_config(case.json(0), "sha256:" + hashlib.sha256(case.layer(0)).hexdigest(), None)
 
 
-def test_real_2015_archive_ids_match_engine(client: docker.DockerClient, docker_host: str) -> None:
+def test_real_2015_archive_ids_match_engine(
+    client: docker.DockerClient, docker_host: str, moby_v1_archive: Path
+) -> None:
     """The real moby emptyLayer v1 archive legacy-loads to the same three image IDs make_config computes."""
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE} is absent")
-    with tarfile.open(FIXTURE) as tar:
+    with tarfile.open(moby_v1_archive) as tar:
         files = {}
         for m in tar.getmembers():
             f = tar.extractfile(m) if m.isfile() else None
@@ -657,7 +656,7 @@ def test_real_2015_archive_ids_match_engine(client: docker.DockerClient, docker_
         configs.append(make_config(files[f"{v1}/json"], diff_id, configs[-1] if configs else None))
     ours = [image_id(c) for c in configs]
 
-    error = docker_load(docker_host, FIXTURE.read_bytes())
+    error = docker_load(docker_host, moby_v1_archive.read_bytes())
     assert not error, error
     engine = [client.images.get(f"{repo}:{tag}").id]
     while parent_id := client.api.inspect_image(engine[-1])["Parent"]:
@@ -819,9 +818,19 @@ MESSY = messy_cases(40, seed=1)
 
 
 def test_messy_corpus_is_accepted_by_us() -> None:
-    """Every generated messy chain is accepted by make_config (so the engine batch below can load it)."""
+    """make_config accepts every messy chain: one config per layer with the chain's diff_ids and history so far."""
+    assert len(MESSY) == 40
+    ids: set[str] = set()
     for case in MESSY:
-        case.expected_configs()
+        configs = case.expected_configs()
+        diff_ids = ["sha256:" + hashlib.sha256(case.layer(i)).hexdigest() for i in range(len(case.jsons))]
+        assert len(configs) == len(case.jsons) >= 1, case.name
+        for i, config in enumerate(configs):
+            doc = json.loads(config.decode("utf-8", "replace"))  # some hold non-UTF-8 bytes, as Docker's do
+            assert doc["rootfs"] == {"type": "layers", "diff_ids": diff_ids[: i + 1]}, f"{case.name} layer {i}"
+            assert len(doc["history"]) == i + 1, f"{case.name} layer {i}"
+            ids.add(image_id(config))
+    assert len(ids) == sum(len(case.jsons) for case in MESSY)  # every layer its own image (the engine batch tags each)
 
 
 def test_messy_corpus_matches_engine(docker_host: str) -> None:

@@ -12,6 +12,7 @@ from keepdocker.images.plan import NewBytes, SourceRange, UpgradePlan, plan_upgr
 from keepdocker.images.upgrade import upgrade
 from keepdocker.testing.v1archives import random_v1_archive
 
+# The real 2015 archive, for running this file as a script; the tests take the moby_v1_archive fixture instead.
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
 GOLDEN = Path(__file__).with_name("upgrade_golden.json")
 
@@ -44,9 +45,9 @@ def upgrade_digest(src: Path, dst: Path, tags: list[str], image: str | None) -> 
     return hashlib.sha256(dst.read_bytes()).hexdigest()
 
 
-def make_golden(workdir: Path) -> dict[str, str]:
+def make_golden(workdir: Path, fixture: Path = FIXTURE) -> dict[str, str]:
     """Digests of today's upgrade output for every case (run once with the converter the plan replaced)."""
-    out: dict[str, str] = {"fixture": upgrade_digest(FIXTURE, workdir / "fixture.tar", [], None)}
+    out: dict[str, str] = {"fixture": upgrade_digest(fixture, workdir / "fixture.tar", [], None)}
     for n, case in enumerate(golden_cases()):
         gen = random_v1_archive(**case["gen"])
         src = gen.write(workdir / f"src-{n}.tar")
@@ -54,11 +55,11 @@ def make_golden(workdir: Path) -> dict[str, str]:
     return out
 
 
-def test_plan_rendering_equals_the_converter_it_replaced(tmp_path: Path) -> None:
+def test_plan_rendering_equals_the_converter_it_replaced(tmp_path: Path, moby_v1_archive: Path) -> None:
     """``keepdocker upgrade`` (now: the plan written out) gives byte for byte what the converter before the plan gave,
     on the real 2015 archive and on generated archives of every shape (digests recorded with that converter)."""
     golden = json.loads(GOLDEN.read_text())
-    assert golden == make_golden(tmp_path)
+    assert golden == make_golden(tmp_path, moby_v1_archive)
 
 
 def _render(plan: UpgradePlan, source: bytes, spill: bytes) -> bytes:
@@ -102,9 +103,9 @@ def test_compressed_archive_spills_every_layer(tmp_path: Path) -> None:
     assert _render(plan, b"", spill.getvalue()) == (tmp_path / "dst.tar").read_bytes()
 
 
-def test_real_2015_archive_is_almost_all_reused() -> None:
+def test_real_2015_archive_is_almost_all_reused(moby_v1_archive: Path) -> None:
     """The real docker save of 2015: every layer payload is reused, the rest is small."""
-    with open(FIXTURE, "rb") as f:
+    with open(moby_v1_archive, "rb") as f:
         plan = plan_upgrade(f, io.BytesIO())  # type: ignore[arg-type]
     assert plan.spilled_bytes == 0
     assert plan.new_bytes < 16384 and plan.reused_bytes == plan.size - plan.new_bytes

@@ -21,7 +21,6 @@ from keepdocker.testing.v1archives import V1Builder, compress, layer_json, layer
 
 pytestmark = pytest.mark.engine
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
 
 
 @pytest.fixture()
@@ -105,15 +104,15 @@ def test_engine_ids_equal_ours(client: docker.DockerClient, docker_host: str, tm
         forget(client, all_ids)
 
 
-def test_real_2015_archive_matches_the_engine(client: docker.DockerClient, docker_host: str, tmp_path: Path) -> None:
+def test_real_2015_archive_matches_the_engine(
+    client: docker.DockerClient, docker_host: str, tmp_path: Path, moby_v1_archive: Path
+) -> None:
     """The moby emptyLayer fixture: engine legacy-load ID == our ID == ID after loading our upgrade."""
-    if not FIXTURE.exists():
-        pytest.skip("../shared/fixtures is absent")
-    (entry,) = upgrade_archive(FIXTURE, tmp_path / "v2.tar")
+    (entry,) = upgrade_archive(moby_v1_archive, tmp_path / "v2.tar")
     (tag,) = entry.tags
     forget(client, [entry.id])
     try:
-        docker_load(docker_host, FIXTURE)
+        docker_load(docker_host, moby_v1_archive)
         assert client.images.get(tag).id == entry.id
         forget(client, [entry.id])
         docker_load(docker_host, tmp_path / "v2.tar")

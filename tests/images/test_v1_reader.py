@@ -13,7 +13,6 @@ from keepdocker.images.model import ReferenceError, legacy_repository_tag
 from keepdocker.images.v1 import NotV1ArchiveError, read_v1_archive
 from keepdocker.testing.v1archives import V1Builder, layer_json, layer_tar, random_v1_archive, tar_end, tar_member
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
 A, B = "a" * 64, "b" * 64
 
 
@@ -24,11 +23,9 @@ def write(tmp_path: Path, data: bytes) -> Path:
     return path
 
 
-def test_real_2015_archive_reads_to_the_engine_id() -> None:
+def test_real_2015_archive_reads_to_the_engine_id(moby_v1_archive: Path) -> None:
     """The moby emptyLayer fixture gives Docker 20.10's legacy-load ID and its repositories tag."""
-    if not FIXTURE.exists():
-        pytest.skip("../shared/fixtures is absent")
-    archive = read_v1_archive(FIXTURE)
+    archive = read_v1_archive(moby_v1_archive)
     (leaf,) = archive.leaves
     image = archive.images[leaf].image
     assert image.id.startswith("sha256:a9e31d6f186f")

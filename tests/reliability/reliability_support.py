@@ -78,6 +78,11 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 120.0, i
     return time.monotonic() - start
 
 
+def wait_until_idle(standin: RunningStandin, timeout: float = 120.0) -> float:
+    """Wait until the stand-in has answered or abandoned every request (those a killed client sent included)."""
+    return wait_for("the stand-in's requests in flight", lambda: standin.stats()["in_flight"] == 0, timeout, 0.1)
+
+
 def admin_session(standin: RunningStandin) -> ArvadosSession:
     """A fresh SDK session with the stand-in's admin token."""
     return connect(ArvadosConfig(standin.env["ARVADOS_API_HOST"], standin.admin_token, insecure=True))

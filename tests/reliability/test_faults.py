@@ -23,6 +23,7 @@ from reliability_support import (
     start_cli,
     task_runs_since,
     wait_for,
+    wait_until_idle,
 )
 
 from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, keyset
@@ -171,7 +172,7 @@ def test_push_killed_during_upload_then_rerun(
     finally:
         kill_group(proc)
     assert proc.returncode == -9, (tmp_path / "run1" / "stderr").read_text()[-2000:]
-    time.sleep(2)  # requests already sent are still served
+    wait_until_idle(standin)  # requests already sent are still served
     assert standin_rows(standin, "collections") == 0, "the kill came after the upload finished"
 
     again = run_cli("push", "kd/big:1", "--from-archive", str(archive), env=env)
@@ -199,7 +200,7 @@ def test_push_killed_between_upload_and_links_then_rerun(
         wait_for("the collection", lambda: standin_rows(standin, "collections") > 0, timeout=300, interval=0.02)
     finally:
         kill_group(proc)
-    time.sleep(1.5)
+    wait_until_idle(standin)
     assert standin_rows(standin, "links") == 0, "the kill came after linking"
     again = run_cli("push", "kd/link:1", "--from-archive", str(archive), env=env)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -254,7 +255,7 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
         wait_for("a new Keep block", lambda: block_count() > blocks_before or proc.poll() is not None, timeout=300)
     finally:
         kill_group(proc)
-    time.sleep(2)
+    wait_until_idle(standin)
     assert standin_rows(standin, "collections") == 1, "the kill came after the upload"
     assert not [p for p in partials if p.exists()], "the stale partial download is still there"
 
@@ -269,7 +270,7 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
         )
     finally:
         kill_group(proc)
-    time.sleep(2)
+    wait_until_idle(standin)
     assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 0, "the kill came after linking"
 
     final = run_cli("migrate", "--concurrency", "1", env=env)

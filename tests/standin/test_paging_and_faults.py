@@ -124,3 +124,28 @@ def test_long_list_queries_sent_as_post_override_work(standin: RunningStandin) -
     wanted = created + [f"zzzzz-4zz18-{i:015d}" for i in range(300)]
     found = list(arvados.util.keyset_list_all(api.collections().list, filters=[["uuid", "in", wanted]]))
     assert sorted(c["uuid"] for c in found) == sorted(created)
+
+
+def test_in_flight_counts_a_request_until_its_client_is_gone(standin: RunningStandin) -> None:
+    """A Keep PUT whose body is still coming is in flight; once its client vanishes the count drops back to zero."""
+    import socket
+
+    assert standin.stats()["in_flight"] == 0
+    host, port = standin.keep_url.split("//")[1].rstrip("/").rsplit(":", 1)
+    head = (
+        f"PUT /{'0' * 32} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {standin.admin_token}\r\n"
+        "Content-Length: 1000000\r\n\r\n"
+    )
+    client = socket.create_connection((host, int(port)))
+    try:
+        client.sendall(head.encode() + b"x" * 1000)
+        deadline = time.monotonic() + 30
+        while standin.stats()["in_flight"] != 1:
+            assert time.monotonic() < deadline, "the PUT was never counted"
+            time.sleep(0.05)
+    finally:
+        client.close()
+    deadline = time.monotonic() + 30
+    while standin.stats()["in_flight"] != 0:
+        assert time.monotonic() < deadline, "the abandoned PUT is still counted"
+        time.sleep(0.05)
