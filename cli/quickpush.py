@@ -4,7 +4,8 @@ Asking Arvados and the engine costs a few requests; importing Prefect and creati
 that would change nothing therefore prints the collection UUID (as arv-keepdocker does) and starts no flow run, so it
 leaves no history row. A push that must upload starts saving the image into the tar cache at once, in a thread,
 while the main thread imports Prefect and starts the flow; the flow's save task then finds the finished cache entry
-(one writer per image: it waits for this one). Everything else -- a copy elsewhere, a missing link -- is the flow's.
+(one writer per image: it waits for this one); a --from-registry push fetches from the registry the same way.
+Everything else -- a copy elsewhere, a missing link -- is the flow's.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from keepdocker.cache import TarCache
 from keepdocker.engine import DockerEngine
 from keepdocker.errors import KeepdockerError
 from keepdocker.progress import meter
-from keepdocker.push_plan import PushTarget, locate_image
+from keepdocker.push_plan import PushTarget, locate_image, registry_options
+from keepdocker.registry import RegistryImage, fetch_to_cache
 
-__all__ = ["ENGINE_TIMEOUT_SECONDS", "PreSave", "QuickLook", "quick_look"]
+__all__ = ["ENGINE_TIMEOUT_SECONDS", "PreFetch", "PreSave", "QuickLook", "quick_look", "quick_look_registry"]
 
 # An engine that does not answer a query in this time is reported at once (the flow's retries would take ~50 s).
 ENGINE_TIMEOUT_SECONDS = 5.0
@@ -32,6 +34,7 @@ class QuickLook:
 
     present_uuid: str | None = None  # the owner's collection when the push would change nothing
     save_id: str | None = None  # the engine's image ID when no readable copy exists anywhere (an upload is coming)
+    fetch: RegistryImage | None = None  # for --from-registry: the image to fetch, when no readable copy exists
 
 
 def quick_look(
@@ -87,4 +90,50 @@ class PreSave:
 
     def join(self) -> None:
         """Wait for the save to end (it always ends: the engine's stream has its own timeout)."""
+        self._thread.join()
+
+
+def quick_look_registry(target: PushTarget) -> QuickLook:
+    """For --from-registry: the no-op answer from the registry's manifest and config (no layers, no engine).
+
+    Raises the push's one-line registry errors (no such tag, refused credentials, untrusted certificate) before
+    Prefect starts.
+    """
+    session = connect(ArvadosConfig.from_env())
+    plan = locate_image(session, target)
+    assert plan.image_id is not None and plan.registry_ref is not None  # a registry plan knows both
+    existing = find_existing(session, plan.image_id, plan.owner_uuid)
+    found = present_for(session, existing, list(plan.tags))
+    if found is not None:
+        return QuickLook(present_uuid=found.uuid)
+    if existing.collections:
+        return QuickLook()
+    return QuickLook(fetch=RegistryImage.pinned_to(plan.registry_ref, plan.image_id, target.platform))
+
+
+class PreFetch:
+    """The registry image fetched into the tar cache in a background thread (the flow's fetch task reuses it).
+
+    A failure here is not reported: the flow's fetch task fetches again, with its retries and its own error line.
+    """
+
+    def __init__(self, image: RegistryImage, target: PushTarget) -> None:
+        self.image = image
+        self.options = registry_options(target)
+        self.error: KeepdockerError | OSError | None = None
+        self._thread = threading.Thread(target=self._fetch, name="prefetch", daemon=False)
+
+    def start(self) -> PreFetch:
+        """Start fetching; returns self."""
+        self._thread.start()
+        return self
+
+    def _fetch(self) -> None:
+        try:
+            fetch_to_cache(self.image, TarCache.from_env(), self.options)
+        except (KeepdockerError, OSError) as exc:
+            self.error = exc  # kept for inspection; the flow's fetch task retries and reports
+
+    def join(self) -> None:
+        """Wait for the fetch to end."""
         self._thread.join()

@@ -24,11 +24,13 @@ from keepdocker.requests import (
     MAX_NAME,
     MAX_PDHS,
     PDH_PATTERN,
+    PLATFORM_PATTERN,
     PROJECT_PATTERN,
     Strategy,
 )
 
 __all__ = [
+    "AllowHttp",
     "CollectionName",
     "Concurrency",
     "CredentialsBlock",
@@ -37,13 +39,16 @@ __all__ = [
     "Force",
     "ForceImageFormat",
     "FromArchive",
+    "FromRegistry",
     "Image",
     "Limit",
     "MigrateProject",
     "OldPdh",
     "OldPdhs",
+    "Platform",
     "ProjectUuid",
     "Pull",
+    "RegistryCa",
     "StrategyChoice",
     "Tag",
     "Verify",
@@ -70,8 +75,8 @@ Image = Annotated[
     str,
     _param(
         "Image",
-        "Image to push: repository, repository:tag, registry:port/repository:tag, or an image ID (prefix).",
-        min_length=1,
+        "Image to push: repository, repository:tag, registry:port/repository:tag, or an image ID (prefix). "
+        "Empty only with a saved archive: the archive's own image, under the tags it carries.",
         max_length=512,
         examples=["busybox:1.36"],
     ),
@@ -104,6 +109,36 @@ FromArchive = Annotated[
     _param(
         "Saved archive",
         "Path, on the worker, of a saved archive (v1, v2 or OCI layout) to push instead of asking a Docker engine.",
+        max_length=4096,
+    ),
+]
+FromRegistry = Annotated[
+    bool,
+    _param(
+        "Fetch from the registry",
+        "Fetch the image straight from its registry, with no Docker engine (skopeo on the worker; registry "
+        "credentials from the worker's Docker config).",
+    ),
+]
+Platform = Annotated[
+    str,
+    _param(
+        "Platform",
+        "With Fetch from the registry: the platform to take from a multi-platform image (os/arch[/variant]).",
+        pattern=PLATFORM_PATTERN,
+    ),
+]
+AllowHttp = Annotated[
+    bool,
+    _param(
+        "Allow plain HTTP", "With Fetch from the registry: allow an unencrypted registry (loopback needs no opt-in)."
+    ),
+]
+RegistryCa = Annotated[
+    str,
+    _param(
+        "Registry CA file",
+        "With Fetch from the registry: path, on the worker, of a PEM file with the CA(s) the registry's TLS uses.",
         max_length=4096,
     ),
 ]

@@ -116,12 +116,15 @@ def format_event(event: ProgressEvent) -> str:
     """One line for people: `upload sha256:0123abcd: 120.0 of 400.0 MiB (30%), 85.2 MiB/s`."""
     if event.step == "retry":
         return f"{event.subject}: retrying in {event.retry_in:.0f} s: {event.reason}"
-    done = f"{event.done / MIB:.1f}"
+    # MiB as the issue's readers expect; KiB for the small images of tests and rehearsals (not "0.0 of 0.0 MiB").
+    scale, unit = (MIB, "MiB") if max(event.total, event.done) >= MIB else (1024, "KiB")
+    done = f"{event.done / scale:.1f}"
     if event.total > 0:
         pct = 100 * event.done // event.total
-        amount = f"{done} of {event.total / MIB:.1f} MiB ({pct}%)"
+        amount = f"{done} of {event.total / scale:.1f} {unit} ({pct}%)"
     else:
-        amount = f"{done} MiB"
+        amount = f"{done} {unit}"
+    rate_scale, rate_unit = (MIB, "MiB/s") if event.rate >= MIB / 10 else (1024, "KiB/s")
     verb = "done" if event.finished else ""
-    line = f"{event.step} {event.subject}: {amount}, {event.rate / MIB:.1f} MiB/s"
+    line = f"{event.step} {event.subject}: {amount}, {event.rate / rate_scale:.1f} {rate_unit}"
     return f"{line} {verb}".rstrip()

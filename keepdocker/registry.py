@@ -30,6 +30,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +56,12 @@ from keepdocker.images.distribution import (
 )
 from keepdocker.references import ImageReference, parse_reference
 
-__all__ = ["RegistryImage", "RegistryOptions", "fetch_to_cache", "registry_host", "resolve_image"]
+__all__ = ["DEFAULT_PLATFORM", "RegistryImage", "RegistryOptions", "fetch_to_cache", "registry_host", "resolve_image"]
 
 DEFAULT_PLATFORM = "linux/amd64"
 _DOCKER_HUB = "docker.io"
-_RETRIES = 3  # skopeo's own retries of temporary failures, per call (the flow's task retries come on top)
+_RETRIES = 3  # skopeo's own retries of network failures, per call
+_RETRY_DELAYS = (1.0, 3.0)  # our retries of a call that failed temporarily (5xx); the flow's task retries come on top
 _TIMEOUT = 3600.0  # seconds for one skopeo call (a copy of a large image on a slow link)
 
 
@@ -85,6 +87,12 @@ class RegistryImage:
     manifest_digest: str
     image_id: str  # the config digest
     platform: str
+
+    @classmethod
+    def pinned_to(cls, pinned: str, image_id: str, platform: str) -> RegistryImage:
+        """The image as ``resolve_image`` found it, from what a plan keeps: ``repository@digest`` and the ID."""
+        repository, _, digest = pinned.rpartition("@")
+        return cls(pinned, repository, None, digest, image_id, platform)
 
     @property
     def pinned(self) -> str:
@@ -194,21 +202,43 @@ class _Skopeo:
         return args
 
     def run(self, args: list[str], what: str) -> bytes:
-        """Run skopeo; its failure becomes one classified line (the secret is scrubbed from any message)."""
-        try:
-            proc = subprocess.run(
-                [self.binary, *args], capture_output=True, timeout=_TIMEOUT, stdin=subprocess.DEVNULL, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise RegistryUnavailableError(f"{what}: no answer from {self.host} in {_TIMEOUT:.0f} s") from None
-        if proc.returncode != 0:
-            raise self._error(proc.stderr.decode("utf-8", "replace"), what)
-        return proc.stdout
+        """Run skopeo, again after a temporary failure (5xx, unreachable: skopeo retries only network errors).
+
+        A failure becomes one classified line (the secret is scrubbed from any message).
+        """
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                proc = subprocess.run(
+                    [self.binary, *args], capture_output=True, timeout=_TIMEOUT, stdin=subprocess.DEVNULL, check=False
+                )
+            except subprocess.TimeoutExpired:
+                raise RegistryUnavailableError(f"{what}: no answer from {self.host} in {_TIMEOUT:.0f} s") from None
+            if proc.returncode == 0:
+                return proc.stdout
+            error = self._error(proc.stderr.decode("utf-8", "replace"), what)
+            if not isinstance(error, RegistryUnavailableError) or delay is None:
+                raise error
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def inspect_raw(self, image: str, what: str, config: bool = False) -> bytes:
         """The raw manifest (or config) of ``docker://image``."""
         extra = ["--config"] if config else []
         return self.run(["inspect", "--raw", *extra, *self._args(""), f"docker://{image}"], what)
+
+    def missing(self, repository: str, what: str, cause: ImageNotFoundError) -> ImageNotFoundError:
+        """Tell a missing repository from a missing tag (registries answer "manifest unknown" for both)."""
+        try:
+            listed = json.loads(self.run(["list-tags", *self._args(""), f"docker://{repository}"], what))
+        except ImageNotFoundError:
+            return ImageNotFoundError(f"{what}: no such repository in {self.host}")
+        except (RegistryError, ValueError):
+            return cause
+        tags = sorted(listed.get("Tags") or []) if isinstance(listed, dict) else []
+        if not tags:
+            return ImageNotFoundError(f"{what}: the repository exists in {self.host} but has no tags")
+        shown = ", ".join(tags[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "")
+        return ImageNotFoundError(f"{what}: no such tag or digest in {self.host}; it has {shown}")
 
     def copy_to_dir(self, image: str, target: Path, what: str) -> None:
         """Copy ``docker://image`` (one platform's manifest) into a ``dir:`` layout, blobs as the registry has them."""
@@ -230,6 +260,8 @@ class _Skopeo:
             return ImageNotFoundError(f"{what}: no such tag or digest in {host} ({_tail(text)})")
         if "name unknown" in low or "repository name not known" in low:
             return ImageNotFoundError(f"{what}: no such repository in {host} ({_tail(text)})")
+        if re.search(r"\b404\b", text) or "not found" in low:
+            return ImageNotFoundError(f"{what}: not found in {host} ({_tail(text)})")
         if "unauthorized" in low or "authentication required" in low or "401" in low or "denied" in low:
             return RegistryError(
                 f"{what}: {host} refused the credentials (wrong or missing): log in with `docker login {host}` "
@@ -251,8 +283,9 @@ class _Skopeo:
 
 
 def _tail(text: str) -> str:
-    """The last clause of a nested Go error message (the cause)."""
-    return text.rsplit(": ", 2)[-2] if text.count(": ") >= 2 else text
+    """The last two clauses of a nested Go error message (the cause), without a repeated one."""
+    parts = list(dict.fromkeys(text.split(": ")))
+    return ": ".join(parts[-2:])
 
 
 @contextlib.contextmanager
@@ -277,8 +310,13 @@ def resolve_image(reference: str, tag: str | None = None, options: RegistryOptio
     wanted = Platform.parse(options.platform)
     host = registry_host(ref)
     what = f"registry image {ref.pull_name}"
+    # By digest when one is given (skopeo refuses tag and digest together; the digest decides anyway).
+    name = f"{ref.repository}@{ref.digest}" if ref.digest else ref.pull_name
     with _session(host, options) as skopeo:
-        raw = skopeo.inspect_raw(ref.pull_name, what)
+        try:
+            raw = skopeo.inspect_raw(name, what)
+        except ImageNotFoundError as exc:
+            raise skopeo.missing(ref.repository, what, exc) from None
         if ref.digest is not None:
             verify_blob(raw, ref.digest, what)
         if is_index(raw, what):

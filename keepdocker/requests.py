@@ -14,6 +14,7 @@ from typing import Literal
 from keepdocker.errors import UsageError
 from keepdocker.options import field, setting
 from keepdocker.references import parse_reference
+from keepdocker.registry import DEFAULT_PLATFORM
 
 __all__ = [
     "CREDENTIALS_BLOCK_PATTERN",
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_NAME",
     "MAX_PDHS",
     "PDH_PATTERN",
+    "PLATFORM_PATTERN",
     "PROJECT_PATTERN",
     "MigrateImageRequest",
     "MigrateRequest",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 PDH_PATTERN = r"^[0-9a-f]{32}\+[0-9]+$"
+PLATFORM_PATTERN = r"^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$"
 PROJECT_PATTERN = r"^[0-9a-z]{5}-(j7d0g|tpzed)-[0-9a-z]{15}$"
 # Prefect block document names: lower-case letters, digits and dashes.
 CREDENTIALS_BLOCK_PATTERN = r"^[a-z0-9-]+$"
@@ -73,7 +76,7 @@ def _check_pdh(name: str, pdh: str) -> None:
 class PushRequest:
     """Put one Docker image into Arvados, as `arv-keepdocker IMAGE [TAG]` does."""
 
-    image: str
+    image: str | None = None  # None only with from_archive: the archive's own image and tags
     tag: str | None = None
     project_uuid: str | None = None  # owner of the collection and links; None: the token's user
     name: str | None = None  # collection name; None: arv-keepdocker's
@@ -81,22 +84,21 @@ class PushRequest:
     pull: bool = False  # pull from the registry first
     force_image_format: bool = False  # store v2 even if the cluster does not list it
     from_archive: str | None = None  # push this saved archive instead of asking an engine
+    from_registry: bool = False  # fetch from the registry with no engine (skopeo)
+    platform: str = DEFAULT_PLATFORM  # with from_registry: os/arch[/variant] of a multi-platform image
+    allow_http: bool = False  # with from_registry: a plain-HTTP registry is allowed
+    registry_ca: str | None = None  # with from_registry: PEM file of CAs for the registry's TLS
     credentials_block: str | None = None  # Arvados credentials block; None: the environment
 
     def __post_init__(self) -> None:
         """Refuse bad references, tags, UUIDs, names and contradictory options."""
-        image = self.image.strip()
-        if not image or len(image) > 512:
-            raise _bad("image", "give repository[:tag], registry:port/repository:tag or an image ID (1-512 characters)")
-        try:
-            parse_reference(image)
-        except UsageError as exc:
-            raise _bad("image", exc.message) from None
-        object.__setattr__(self, "image", image)
-        try:
-            parse_reference(image, self.tag)
-        except UsageError as exc:
-            raise _bad("tag", exc.message) from None
+        if self.image is None:
+            if self.from_archive is None:
+                raise _bad("image", f"give the image to push (it may be left out only with {field('from_archive')})")
+            if self.tag is not None:
+                raise _bad("tag", "a tag needs an image name; without one the archive's own tags are used")
+        else:
+            self._check_image(self.image)
         _check_project(self.project_uuid)
         if self.name is not None and not 1 <= len(self.name) <= MAX_NAME:
             raise _bad("name", f"a collection name has 1 to {MAX_NAME} characters")
@@ -106,7 +108,35 @@ class PushRequest:
             raise UsageError(
                 f"{setting('pull')} and {field('from_archive')} exclude each other: an archive needs no engine"
             )
+        if self.from_registry and (self.pull or self.from_archive is not None):
+            raise UsageError(
+                f"{setting('from_registry')} excludes {field('pull')} and {field('from_archive')}: "
+                "it reads the registry, not an engine"
+            )
+        if not re.fullmatch(PLATFORM_PATTERN, self.platform):
+            raise _bad("platform", f"{self.platform!r} is not os/arch[/variant], e.g. linux/amd64")
+        if not self.from_registry and (self.allow_http or self.registry_ca or self.platform != DEFAULT_PLATFORM):
+            raise UsageError(
+                f"{field('platform')}, {field('allow_http')} and {field('registry_ca')} apply to "
+                f"{setting('from_registry')} only"
+            )
         _check_credentials(self.credentials_block)
+
+    def _check_image(self, image: str) -> None:
+        image = image.strip()
+        if not image or len(image) > 512:
+            raise _bad("image", "give repository[:tag], registry:port/repository:tag or an image ID (1-512 characters)")
+        try:
+            parse_reference(image)
+        except UsageError as exc:
+            raise _bad("image", exc.message) from None
+        object.__setattr__(self, "image", image)
+        try:
+            ref = parse_reference(image, self.tag)
+        except UsageError as exc:
+            raise _bad("tag", exc.message) from None
+        if self.from_registry and ref.repository is None:
+            raise _bad("image", f"{setting('from_registry')} needs repository[:tag] or repository@digest, not an ID")
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,12 @@ def discover_v1(
 
 @task(name="discover", **IO_RETRY)
 def discover_push(request: PushSource, credentials_block: str | None) -> PushPlan:
-    """Resolve the image (engine, archive, or Arvados when absent locally) and see whether Arvados has it."""
+    """Resolve the image (engine, archive, registry, or Arvados when absent locally); does Arvados have it?"""
     logger = get_run_logger()
     plan = plan_push(arvados_session(credentials_block), request)
     if plan.source == "arvados":
         logger.info("%s is not in the local engine; using the copy already in Arvados", request.image)
+    elif plan.source == "registry":
+        logger.info("%s is %s in its registry (%s)", request.image, plan.registry_ref, request.platform)
     logger.info("push plan: %s", plan)
     return plan

@@ -65,6 +65,8 @@ HISTORY_COLUMNS = (
 )
 
 _HEX_ID = re.compile(r"(?:sha256:)?([0-9a-f]{1,64})")
+# ID keys carry the first 24 hex digits (96 bits): unique in practice, short enough for the UI's artifact cards.
+ID_KEY_DIGITS = 24
 
 
 @dataclass(frozen=True)
@@ -158,11 +160,16 @@ def history_key(image: str, tag: str | None = None) -> str:
 
 
 def id_key(image_id: str) -> str:
-    """The artifact key for an image ID (v2 `sha256:<hex>` or bare v1 hex): `img-id-<64 hex>`."""
+    """The artifact key for an image ID (v2 `sha256:<hex>` or bare v1 hex): `img-id-<first 24 hex digits>`."""
     match = _HEX_ID.fullmatch(image_id.strip().lower())
     if match is None:
         raise ValueError(f"{image_id!r} is not an image ID")
-    return f"img-id-{match.group(1)}"
+    return f"img-id-{match.group(1)[:ID_KEY_DIGITS]}"
+
+
+def _row_has_id(row: dict[str, Any], hex_prefix: str) -> bool:
+    ids = (str(row.get("image_id", "")).removeprefix("sha256:"), str(row.get("v1_id", "")))
+    return any(i.startswith(hex_prefix) for i in ids if i)
 
 
 def history_keys(names: Iterable[str], ids: Iterable[str]) -> list[str]:
@@ -221,9 +228,10 @@ def read_history(image: str, tag: str | None = None, limit: int = 200) -> list[d
     text = image.strip().lower()
     match = _HEX_ID.fullmatch(text)
     if tag is None and match is not None and (text.startswith("sha256:") or len(match.group(1)) >= 4):
-        prefix = f"img-id-{match.group(1)}"
+        digits = match.group(1)
+        prefix = f"img-id-{digits[:ID_KEY_DIGITS]}"
         by_id = _artifact_rows(ArtifactFilter(key=ArtifactFilterKey(like_=f"{prefix}%")), limit)
-        found += by_id
+        found += [(created, row) for created, row in by_id if _row_has_id(row, digits)]
     rows: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
     for created, row in found:
         ident = (str(row.get("time")), str(row.get("flow_run")), str(row.get("action")), str(row.get("image")))

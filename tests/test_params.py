@@ -38,6 +38,10 @@ def test_push_request_accepts_arv_keepdocker_forms() -> None:
         ({"image": "x", "pull": True, "from_archive": "/tmp/x.tar"}, "pull=true and from_archive exclude each other"),
         ({"image": "x", "name": ""}, "name: "),
         ({"image": "x", "credentials_block": "Bad Name"}, "credentials_block: "),
+        ({}, "image: give the image to push .it may be left out only with from_archive."),
+        ({"image": "x", "from_registry": True, "pull": True}, "from_registry=true excludes pull and from_archive"),
+        ({"image": "x", "platform": "linux/arm64"}, "platform, allow_http and registry_ca apply to from_registry=true"),
+        ({"image": "sha256:abc", "from_registry": True}, "image: from_registry=true needs repository"),
     ],
 )
 def test_push_request_rejects_bad_fields(fields: dict[str, Any], message: str) -> None:
@@ -54,6 +58,7 @@ def test_push_request_rejects_bad_fields(fields: dict[str, Any], message: str) -
         ({"image": "x:1", "tag": "2"}, "TAG: "),
         ({"image": "x", "project_uuid": "nope"}, "--project-uuid: 'nope'"),
         ({"image": "x", "pull": True, "from_archive": "/tmp/x.tar"}, "--pull and --from-archive exclude each other"),
+        ({"image": "x", "platform": "linux/arm64"}, "--platform, --allow-http and --registry-ca apply to --from-reg"),
     ],
 )
 def test_cli_callers_see_flags(fields: dict[str, Any], message: str) -> None:
@@ -108,9 +113,13 @@ def test_flow_forms_are_flat_plain_fields() -> None:
         "pull",
         "force_image_format",
         "from_archive",
+        "from_registry",
+        "platform",
+        "allow_http",
+        "registry_ca",
         "credentials_block",
     ]
-    assert push["required"] == ["image"] and "required" not in sweep and one["required"] == ["pdh"]
+    assert "required" not in push and "required" not in sweep and one["required"] == ["pdh"]
     for schema in (push, sweep, one):
         assert schema["definitions"] == {}
         for name, prop in schema["properties"].items():

@@ -12,13 +12,21 @@ import docker
 import pytest
 
 from keepdocker.cache import TarCache
-from keepdocker.errors import ImageNotFoundError, RegistryError, UsageError
+from keepdocker.errors import ImageNotFoundError, RegistryError, RegistryUnavailableError, UsageError
 from keepdocker.images.distribution import Platform
 from keepdocker.images.validate import validate_archive
 from keepdocker.registry import RegistryOptions, fetch_to_cache, resolve_image
 from keepdocker.standin.tls import ensure_certificate
 from keepdocker.testing.images import build_image, rootfs_tar
-from keepdocker.testing.registry import local_registry, push_to_registry, put_image, put_index, write_htpasswd
+from keepdocker.testing.registry import (
+    flaky_front,
+    local_registry,
+    push_to_registry,
+    put_image,
+    put_index,
+    token_registry,
+    write_htpasswd,
+)
 
 pytestmark = pytest.mark.skipif(
     os.system("command -v skopeo >/dev/null") != 0 and os.environ.get("CI") != "true",
@@ -113,9 +121,9 @@ def test_layer_not_matching_the_config_is_refused(registry: str, no_engine: None
 def test_missing_tag_and_repository_are_one_line(registry: str, no_engine: None) -> None:
     """A missing tag or repository is ImageNotFoundError with one line naming the registry."""
     put_image(registry, "kd/there", "v1", [rootfs_tar(7, busybox=False)])
-    with pytest.raises(ImageNotFoundError, match=f"no such tag or digest in {registry}") as tag:
+    with pytest.raises(ImageNotFoundError, match=f"no such tag or digest in {registry}; it has v1$") as tag:
         resolve_image(f"{registry}/kd/there:nope")
-    with pytest.raises(ImageNotFoundError, match=f"in {registry}") as repo:
+    with pytest.raises(ImageNotFoundError, match=f"no such repository in {registry}") as repo:
         resolve_image(f"{registry}/kd/absent:v1")
     for exc in (tag.value, repo.value):
         assert "\n" not in exc.message and not exc.temporary
@@ -197,3 +205,49 @@ def test_basic_auth_over_tls_with_a_custom_ca(
         resolve_image(ref, options=RegistryOptions(ca_file=cert))
     for exc in (untrusted.value, refused.value):
         assert "\n" not in exc.message and not exc.temporary and "wrong-pw" not in exc.message
+
+
+def test_bearer_token_flow_with_docker_config_credentials(
+    no_engine: None, registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry that wants bearer tokens: skopeo gets one from the realm with the Docker config's credentials."""
+    import subprocess
+
+    _, image_id, _ = put_image(registry, "kd/tok", "v1", [rootfs_tar(9, busybox=False)])
+    with token_registry(tmp_path / "tok", "kd", "tok-pw") as (secured, tokens):
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false", "--dest-creds=kd:tok-pw",
+             f"docker://{registry}/kd/tok:v1", f"docker://{secured}/kd/tok:v1"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        issued = tokens.issued
+        monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "dc", secured, "kd", "tok-pw")))
+        entry = fetch_to_cache(resolve_image(f"{secured}/kd/tok:v1"), TarCache(tmp_path / "cache"))
+        assert [i.id for i in validate_archive(entry.path)] == [image_id]
+        assert tokens.issued > issued
+        monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(tmp_path / "bad", secured, "kd", "nope-pw")))
+        refused = tokens.refused
+        with pytest.raises(RegistryError, match="refused the credentials"):
+            resolve_image(f"{secured}/kd/tok:v1")
+        assert tokens.refused > refused
+
+
+def test_server_errors_are_retried_then_temporary(registry: str, no_engine: None) -> None:
+    """500s from the registry are retried; a registry that keeps failing is RegistryUnavailableError (temporary)."""
+    _, image_id, _ = put_image(registry, "kd/flaky", "v1", [rootfs_tar(10, busybox=False)])
+    with flaky_front(registry, failures=2) as (front, server):
+        assert resolve_image(f"{front}/kd/flaky:v1").image_id == image_id
+        assert server.failed == 2
+    with flaky_front(registry, failures=1000) as (front, server):
+        with pytest.raises(RegistryUnavailableError, match="unavailable") as info:
+            resolve_image(f"{front}/kd/flaky:v1")
+        assert info.value.temporary and "\n" not in info.value.message and server.failed > 1
+
+
+def test_digest_reference_is_checked(registry: str, no_engine: None) -> None:
+    """repo:tag@digest resolves by the digest; a digest the registry does not hold is not found."""
+    digest, image_id, _ = put_image(registry, "kd/dig", "v1", [rootfs_tar(11, busybox=False)])
+    found = resolve_image(f"{registry}/kd/dig:v1@{digest}")
+    assert (found.manifest_digest, found.image_id, found.repo_tag) == (digest, image_id, f"{registry}/kd/dig:v1")
+    with pytest.raises(ImageNotFoundError):
+        resolve_image(f"{registry}/kd/dig@sha256:{'0' * 64}")

@@ -8,7 +8,6 @@ from typing import Any
 
 from cli.commands._flowrun import prepare_prefect, run_flow
 from keepdocker.errors import PartialFailureError
-from keepdocker.requests import MigrateRequest
 
 
 def add_parser(sub: Any) -> None:
@@ -54,6 +53,8 @@ def print_report(report: Any, out: Any = sys.stdout) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the arguments, run the flow, print the summary."""
+    from keepdocker.requests import MigrateRequest  # imported here: `keepdocker --help` stays fast
+
     request = MigrateRequest(
         dry_run=args.dry_run,
         project_uuid=args.project_uuid,

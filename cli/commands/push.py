@@ -1,12 +1,18 @@
-"""`keepdocker push IMAGE [TAG]`: run the push-image flow and print the collection UUID, like arv-keepdocker."""
+"""`keepdocker push IMAGE [TAG]`: run the push-image flow and print the collection UUID, like arv-keepdocker.
+
+The image comes from the Docker engine ($DOCKER_HOST), a saved archive (--from-archive) or straight from its
+registry (--from-registry, no engine).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from cli.commands._flowrun import prepare_prefect, run_flow
-from keepdocker.requests import PushRequest
+
+DEFAULT_PLATFORM = "linux/amd64"  # keepdocker.registry.DEFAULT_PLATFORM; not imported, to keep --help fast
 
 
 def add_parser(sub: Any) -> None:
@@ -14,20 +20,45 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "push", help="put a Docker image into Arvados", description="Put a Docker image into Arvados Keep."
     )
-    p.add_argument("image", help="repo, repo:tag, registry:port/repo:tag or image ID (prefix)")
+    p.add_argument(
+        "image",
+        nargs="?",
+        help="repo, repo:tag, registry:port/repo:tag or image ID (prefix); optional with --from-archive",
+    )
     p.add_argument("tag", nargs="?", help="tag, when not part of IMAGE (default latest)")
     p.add_argument("--project-uuid", help="project that owns the collection and links (default: your home)")
     p.add_argument("--name", help="collection name (default: arv-keepdocker's)")
     p.add_argument("--force", action="store_true", help="upload even if Arvados already holds the image")
     p.add_argument("--pull", action="store_true", help="pull the image first (always refreshes it)")
     p.add_argument("--force-image-format", action="store_true", help="store even if the cluster lacks v2")
-    p.add_argument("--from-archive", metavar="FILE", help="push this saved archive; no Docker engine is used")
+    p.add_argument(
+        "--from-archive",
+        metavar="FILE",
+        help="push this saved archive; no Docker engine is used (no IMAGE: the archive's own image and tags)",
+    )
+    reg = p.add_argument_group("from a registry (no Docker engine; needs skopeo)")
+    reg.add_argument(
+        "--from-registry",
+        action="store_true",
+        help="fetch IMAGE straight from its registry; credentials from your Docker config",
+    )
+    reg.add_argument(
+        "--platform",
+        default=DEFAULT_PLATFORM,
+        help=f"platform to take from a multi-platform image (os/arch[/variant], default {DEFAULT_PLATFORM})",
+    )
+    reg.add_argument(
+        "--allow-http", action="store_true", help="allow a plain-HTTP registry (loopback ones need no opt-in)"
+    )
+    reg.add_argument("--registry-ca", metavar="FILE", help="PEM file with the CA(s) to trust for the registry")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr (errors are still printed)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, run the flow, print the collection UUID."""
+    from keepdocker.requests import PushRequest  # imported here: `keepdocker --help` stays fast
+
     request = PushRequest(
         image=args.image,
         tag=args.tag,
@@ -37,12 +68,38 @@ def run(args: argparse.Namespace) -> int:
         pull=args.pull,
         force_image_format=args.force_image_format,
         from_archive=args.from_archive,
+        from_registry=args.from_registry,
+        platform=args.platform,
+        allow_http=args.allow_http,
+        registry_ca=str(Path(args.registry_ca).resolve()) if args.registry_ca else None,
     )
-    presave = None
-    if not (args.from_archive or args.pull or args.force):
+    presave: Any = None  # a PreSave or PreFetch
+    if args.from_registry and not args.force:
+        from cli.quickpush import PreFetch, quick_look_registry
+        from keepdocker.push_plan import PushTarget
+
+        target = PushTarget(
+            request.image,
+            request.tag,
+            request.project_uuid,
+            request.force_image_format,
+            from_registry=True,
+            platform=request.platform,
+            allow_http=request.allow_http,
+            registry_ca=request.registry_ca,
+        )
+        look = quick_look_registry(target)
+        if look.present_uuid is not None:
+            print(look.present_uuid)
+            return 0
+        if look.fetch is not None:
+            presave = PreFetch(look.fetch, target).start()  # fetches while Prefect imports; the fetch task reuses it
+    elif not (args.from_archive or args.pull or args.force):
         from cli.quickpush import PreSave, quick_look
 
-        look = quick_look(request.image, request.tag, request.project_uuid, force_image_format=args.force_image_format)
+        look = quick_look(
+            request.image or "", request.tag, request.project_uuid, force_image_format=args.force_image_format
+        )
         if look.present_uuid is not None:
             # Nothing to do is answered without starting a flow run (and so without a history row).
             print(look.present_uuid)

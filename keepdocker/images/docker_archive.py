@@ -161,7 +161,7 @@ def only_image(
     archive") or an archive this program made or received (MalformedArchiveError, the default).
     """
     if len(images) != 1:
-        ids = ", ".join(i.id for i in images)
+        ids = ", ".join(f"{i.id} ({' '.join(i.tags)})" if i.tags else i.id for i in images)
         raise error(f"{path}: holds {len(images)} images ({ids}); {hint or 'expected exactly one'}")
     return images[0]
 

@@ -7,23 +7,39 @@ distribution API (no engine needed, so any architecture can be faked).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import http.client
+import http.server
 import json
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import docker
 
-__all__ = ["free_port", "local_registry", "push_to_registry", "put_image", "put_index", "write_htpasswd"]
+__all__ = [
+    "flaky_front",
+    "free_port",
+    "local_registry",
+    "push_to_registry",
+    "put_image",
+    "put_index",
+    "token_registry",
+    "write_htpasswd",
+]
 
 
 def free_port() -> int:
@@ -53,11 +69,13 @@ def local_registry(
     *,
     htpasswd: Path | None = None,
     tls: tuple[Path, Path] | None = None,
+    token: tuple[str, Path] | None = None,
     port: int | None = None,
 ) -> Iterator[str]:
     """A registry on 127.0.0.1:<free port> storing under ``root``; yields ``host:port`` (dockerd trusts loopback).
 
-    ``htpasswd`` turns on basic auth; ``tls`` = (certificate, key) serves HTTPS instead of plain HTTP.
+    ``htpasswd`` turns on basic auth; ``tls`` = (certificate, key) serves HTTPS instead of plain HTTP; ``token`` =
+    (realm URL, certificate bundle) turns on the bearer-token flow with tokens signed by that certificate's key.
     """
     binary = shutil.which("docker-registry")
     if binary is None:
@@ -74,6 +92,11 @@ def local_registry(
         text += f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n"
     if htpasswd is not None:
         text += f"auth:\n  htpasswd:\n    realm: keepdocker-tests\n    path: {htpasswd}\n"
+    if token is not None:
+        text += (
+            f"auth:\n  token:\n    realm: {token[0]}\n    service: keepdocker-registry\n"
+            f"    issuer: keepdocker-tests\n    rootcertbundle: {token[1]}\n"
+        )
     config.write_text(text)
     scheme = "https" if tls is not None else "http"
     insecure = ssl.create_default_context()
@@ -207,3 +230,166 @@ def put_index(registry: str, name: str, tag: str, entries: Sequence[tuple[str, i
         {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}
     )
     return _put_manifest(registry, name, tag, body.encode(), "application/vnd.oci.image.index.v1+json")
+
+
+# --- a flaky front and a token server ---------------------------------------------------------------------------
+
+
+class _Forwarder(http.server.BaseHTTPRequestHandler):
+    """Forwards GET/HEAD to the registry; answers 500 to the first ``failures`` manifest requests."""
+
+    server: _FlakyServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def _forward(self) -> None:
+        srv = self.server
+        with srv.lock:
+            fail = "/manifests/" in self.path and srv.failures > 0
+            if fail:
+                srv.failures -= 1
+                srv.failed += 1
+        if fail:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        conn = http.client.HTTPConnection(srv.upstream, timeout=60)
+        try:
+            headers: dict[str, str] = {}
+            for k, v in self.headers.items():  # repeated headers (several Accept lines) are joined, not dropped
+                if k.lower() not in ("host", "connection"):
+                    headers[k] = f"{headers[k]}, {v}" if k in headers else v
+            conn.request(self.command, self.path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            self.send_response(resp.status)
+            for key, value in resp.getheaders():
+                if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(key, value)
+            length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(body))
+            if length is not None:
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        finally:
+            conn.close()
+
+    do_GET = _forward
+    do_HEAD = _forward
+
+
+class _FlakyServer(http.server.ThreadingHTTPServer):
+    upstream: str
+    failures: int
+    failed: int
+    lock: threading.Lock
+
+
+@contextmanager
+def flaky_front(upstream: str, failures: int) -> Iterator[tuple[str, _FlakyServer]]:
+    """A read-only proxy on loopback in front of ``upstream`` whose first ``failures`` manifest requests get 500."""
+    server = _FlakyServer(("127.0.0.1", 0), _Forwarder)
+    server.upstream, server.failures, server.failed, server.lock = upstream, failures, 0, threading.Lock()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class _TokenHandler(http.server.BaseHTTPRequestHandler):
+    """GET /token: a JWT for the scope asked, signed with the server's key, when the basic credentials match."""
+
+    server: _TokenServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        srv = self.server
+        expected = "Basic " + base64.b64encode(srv.credentials.encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            srv.refused += 1
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")[0], ":".join(scope.split(":")[1:-1]), scope.split(":")[-1]
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": "keepdocker-tests",
+            "sub": srv.credentials.split(":")[0],
+            "aud": query.get("service", [""])[0],
+            "exp": now + 300,
+            "nbf": now - 60,
+            "iat": now,
+            "jti": os.urandom(8).hex(),
+            "access": access,
+        }
+        header = {"alg": "ES256", "typ": "JWT", "x5c": [base64.b64encode(srv.cert_der).decode()]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}".encode()
+        der = srv.key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        token = signing_input.decode() + "." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        srv.issued += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _TokenServer(http.server.ThreadingHTTPServer):
+    credentials: str
+    key: Any
+    cert_der: bytes
+    issued: int
+    refused: int
+
+
+@contextmanager
+def token_registry(root: Path, user: str, password: str) -> Iterator[tuple[str, _TokenServer]]:
+    """A registry on loopback (plain HTTP) using the bearer-token flow, with its token endpoint; yields both.
+
+    The token endpoint issues ES256 JWTs (certificate in ``x5c``, trusted by the registry's ``rootcertbundle``) to
+    clients presenting ``user:password`` with HTTP basic auth, and counts issued and refused requests.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from keepdocker.standin.tls import ensure_certificate
+
+    cert_path, key_path = ensure_certificate(root / "token-tls", ["127.0.0.1"])
+    server = _TokenServer(("127.0.0.1", 0), _TokenHandler)
+    server.credentials, server.issued, server.refused = f"{user}:{password}", 0, 0
+    server.key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    server.cert_der = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_bytes(serialization.Encoding.DER)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    realm = f"http://127.0.0.1:{server.server_address[1]}/token"
+    try:
+        with local_registry(root / "registry", token=(realm, cert_path)) as address:
+            yield address, server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -149,3 +149,11 @@ def test_unreachable_prefect_api_is_one_line_within_seconds(cli_env: dict[str, s
         assert line.startswith(f"keepdocker {args[0]}: error: cannot reach the Prefect API at "), line
         assert "PREFECT_API_URL" in line
         assert seconds < 15, (args, seconds)
+
+
+def test_small_steps_are_shown_in_kib() -> None:
+    """A step under 1 MiB reads in KiB (not '0.0 of 0.0 MiB'); retries say when and why."""
+    small = ProgressEvent("convert", "dc1be34809b5", done=17408, total=17408, rate=40960.0, finished=True)
+    assert format_event(small) == "convert dc1be34809b5: 17.0 of 17.0 KiB (100%), 40.0 KiB/s done"
+    retry = ProgressEvent("retry", "save-sha256:0123", retry_in=10, reason="the engine went away")
+    assert format_event(retry) == "save-sha256:0123: retrying in 10 s: the engine went away"

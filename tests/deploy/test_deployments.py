@@ -18,9 +18,10 @@ import pytest
 
 from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, keyset
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
-from keepdocker.testing.images import build_image
+from keepdocker.testing.images import build_image, rootfs_tar
 from keepdocker.testing.oldcluster import SeededImage, seed_v1_image
 from keepdocker.testing.prefect_procs import PrefectProcess, client_env, run_prefect, start_server, start_worker
+from keepdocker.testing.registry import local_registry, put_image
 from keepdocker.testing.resolution import resolve_image
 from keepdocker.testing.standin import RunningStandin
 from keepdocker.testing.v1archives import ATTACKS, random_v1_archive
@@ -239,6 +240,7 @@ def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -
     push_form = deps["push-image/adhoc"].parameter_openapi_schema
     assert push_form["properties"]["image"]["maxLength"] == 512
     assert push_form["properties"]["project_uuid"]["title"] == "Owner project"
+    assert push_form["properties"]["platform"]["default"] == "linux/amd64"
     assert not migrate_form.get("definitions") and not push_form.get("definitions")
     for name, dep in deps.items():
         assert dep.enforce_parameter_schema, name
@@ -333,6 +335,18 @@ def test_ci_push_exits_0_and_a_missing_image_exits_1(stack: Stack) -> None:
     assert history.returncode == 0, history.stderr
     assert run_id in history.stdout and "uploaded" in history.stdout
     assert _history(stack, "kd/e2e-missing:0") == []
+
+
+def test_ci_push_from_a_registry_needs_no_engine(stack: Stack, tmp_path: Path) -> None:
+    """push-image/ci with from_registry runs on a worker whose DOCKER_HOST points at nothing, and exits 0."""
+    with local_registry(tmp_path / "registry") as registry:
+        _, image_id, _ = put_image(registry, "kd/e2e-reg", "1", [rootfs_tar(63, busybox=False)])
+        no_engine = json.dumps({"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+        params = {"image": f"{registry}/kd/e2e-reg:1", "from_registry": True}
+        code, out, _ = stack.run("push-image/ci", params, "--job-variable", f"env={no_engine}")
+    assert code == 0, out
+    (hash_link,) = keyset(stack.session, "links", [["link_class", "=", HASH_LINK], ["name", "=", image_id]])
+    assert hash_link["head_uuid"]
 
 
 def test_ci_gets_the_answer_from_keepdocker_deployment_run(stack: Stack) -> None:
