@@ -1,6 +1,6 @@
 """The fixed limits every archive reader enforces, so a hostile archive is refused within bounded memory and time.
 
-Docker applies none of these (reference section 1.7); containers/image caps manifest.json at 1 MiB and configs at
+Docker applies none of these except the chain depth; containers/image caps manifest.json at 1 MiB and configs at
 4 MiB, and Go's archive/tar caps PAX and GNU long-name records at 1 MiB. Exceeding any limit raises
 ``ArchiveLimitError`` naming the entry and the limit. The values are deliberately generous for real images and
 small enough that the worst case fits the 150 MB resident-memory budget of the upgrade.

@@ -5,11 +5,16 @@ streamed through ``LayerStream`` (decompressed, hashed, tar-checked) and, when a
 into it. After the pass the parent graph is checked and every layer directory becomes one image, its config built by
 ``legacy_config.make_config`` in parent-first order, exactly as ``legacyLoadImage`` does.
 
-Divergences from Docker, all deliberate (reference 1.7 and 4.3):
+An archive is accepted exactly when Docker 20.10's legacy load accepts it, with the image IDs and tags it creates,
+except for the deliberate differences in the README's table (checked against a real engine by
+``tests/images/test_engine_load_rules.py``). The ones decided here:
 
-* refused: parent cycles and self-parents (Docker recurses until it crashes), parent chains deeper than
-  ``MAX_CHAIN_DEPTH``, parent values with ``/``, NUL or dot names, hardlinks in a layer whose target exists neither
-  earlier in that layer nor in a parent layer, and everything ``OuterScanner``/``LayerStream`` refuse;
+* refused: parent cycles and self-parents (Docker recurses until it crashes); also refused as Docker refuses them:
+  parent chains deeper than ``MAX_CHAIN_DEPTH`` (its layer store's limit), parents that are not layer directories,
+  and hardlinks whose target exists neither earlier in their layer nor in a parent layer;
+* ``repositories``, ``<dir>/json`` and ``<dir>/layer.tar`` may be links to other members, as Docker follows them; since
+  the archive is read once, every other member up to 1 MiB is kept in case a link names it, and a layer linked to a
+  larger member not named ``layer.tar`` is refused;
 * accepted with a warning: directory names that are not 64 lowercase hex digits, and a ``json.id`` that differs from
   the directory name (Docker ignores both; the ID never depends on them);
 * accepted: a missing ``repositories`` file (Docker >= 1.13 refuses it, but ``docker save <id>`` <= 1.9 never wrote
