@@ -171,7 +171,7 @@ def test_images_no_engine_would_load_fail_and_are_never_published(arvados: Arvad
         seeded[name] = seed_v1_image(arvados, path, f"{i:x}" * 64, (f"unloadable/{name.replace('_', '-')}:1",))
     before = _counts(arvados)
     with pytest.raises(PartialFailureError) as info:
-        migrate_images(MigrateRequest(concurrency=2))
+        migrate_images(concurrency=2)
     outcomes = {i.old_pdh: i for i in info.value.report.images}
     assert len(outcomes) == len(unloadable)
     for name, image in seeded.items():
