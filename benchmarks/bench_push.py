@@ -203,17 +203,25 @@ def push_twice(tool: str, mode: str, work: Path, docker_host: str, image_bytes: 
     with bench_standin(work / "standin") as standin:
         env = tool_env(standin.client_env({}), docker_host, work / "home", extra)
         cmd = [str(BIN / tool), *(["push"] if tool == "keepdocker" else []), IMAGE, TAG]
-        before = standin.stats()["requests"].get("keep PUT bytes", 0)
+        before = standin.stats()["requests"]
         first = timed(cmd, env)
-        uploaded = standin.stats()["requests"].get("keep PUT bytes", 0) - before
+        middle = standin.stats()["requests"]
+        uploaded = middle.get("keep PUT bytes", 0) - before.get("keep PUT bytes", 0)
         if uploaded < image_bytes * 0.9:
             raise SystemExit(f"{tool}'s first push uploaded only {uploaded} bytes: it did not really upload")
         again = timed(cmd, env)
+        after = standin.stats()["requests"]
         if again.stdout != first.stdout:
             raise SystemExit(f"{tool}: re-push printed {again.stdout!r}, first push {first.stdout!r}")
-    print(f"  [{mode}] {tool:15} first {first.seconds:6.1f} s ({uploaded / MIB:.0f} MiB to Keep), "
-          f"re-push {again.seconds:5.1f} s -> {first.stdout}", flush=True)
+    print(f"  [{mode}] {tool:15} first {first.seconds:6.1f} s ({uploaded / MIB:.0f} MiB to Keep, "
+          f"{api_calls(before, middle)} API requests), re-push {again.seconds:5.1f} s "
+          f"({api_calls(middle, after)} API requests) -> {first.stdout}", flush=True)
     return first.seconds, again.seconds
+
+
+def api_calls(before: dict[str, int], after: dict[str, int]) -> int:
+    """Arvados API requests (not Keep) the stand-in answered between two snapshots of its counters."""
+    return sum(n - before.get(k, 0) for k, n in after.items() if k.startswith("api ") and "injected" not in k)
 
 
 def push_breakdown(server_url: str, runs_before: int) -> str:

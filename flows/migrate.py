@@ -23,6 +23,7 @@ from keepdocker.errors import KeepdockerError, PartialFailureError
 from tasks.discover import discover_v1
 from tasks.download import download
 from tasks.history import history_row, record_history
+from tasks.inplace import migrate_in_place
 from tasks.link import link_migration
 from tasks.load import verify_collection
 from tasks.results import remove_quietly
@@ -46,7 +47,10 @@ class ImageOutcome(BaseModel):
     new_id: str = ""
     collection: str = ""
     outcome: Literal["planned", "migrated", "failed"] = "planned"
-    action: str = ""  # uploaded | copied | present (or the fanned-out flow run)
+    action: str = ""  # in place | uploaded | copied | present (or the fanned-out flow run)
+    path: str = ""  # in place | whole file: <why> | engine: download path
+    bytes_reused: int = 0  # bytes of the v2 tar that are the old collection's Keep blocks
+    bytes_written: int = 0  # bytes put into Keep for this image
     links_created: int = 0
     error: str = ""
     bytes: int = 0  # the v1 image's size (what the sweep downloads)
@@ -81,6 +85,9 @@ class MigrationReport(BaseModel):
                 "new_id": i.new_id,
                 "v1_bytes": i.bytes,
                 "v2_bytes": i.v2_bytes,
+                "bytes_reused": i.bytes_reused,
+                "bytes_written": i.bytes_written,
+                "path": i.path,
                 "seconds": round(i.seconds, 2),
                 "reason": i.error,
             }
@@ -100,40 +107,70 @@ def _outcome(image: V1Image) -> ImageOutcome:
     )
 
 
+class _Placed(BaseModel):
+    """Where the v2 image now lives, how it got there, and the Keep bytes it shares and added."""
+
+    image_id: str
+    uuid: str
+    pdh: str
+    size: int
+    action: str
+    path: str
+    bytes_reused: int = 0
+    bytes_written: int = 0
+
+
+def _place(image: V1Image, request: MigrateRequest) -> _Placed:
+    """The v2 collection: in place over the old blocks (native, when sharing pays), else through a local v2 tar."""
+    creds = request.credentials_block
+    why = "engine: download path (legacy load and save need the whole tar on local disk)"
+    if request.strategy == "native":
+        moved = migrate_in_place(image.pdh, image.repo_tags, image.v1_id, image.owner_uuid, creds)
+        if not moved.fallback:
+            return _Placed(
+                image_id=moved.image_id, uuid=moved.uuid, pdh=moved.pdh, size=moved.size, action=moved.action,
+                path="in place", bytes_reused=moved.reused_bytes, bytes_written=moved.written_bytes,
+            )
+        why = f"whole file: {moved.fallback}"
+    source = download(image.pdh, creds)
+    if request.strategy == "engine":
+        v2 = upgrade_with_engine(source.path, source.sha256, image.repo_tags, image.v1_id)
+    else:
+        v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
+    first_tag = image.repo_tags[0] if image.repo_tags else None
+    placed = upload(
+        UploadRequest(image_id=v2.image_id, owner_uuid=image.owner_uuid, repo_tag=first_tag, tar=Path(v2.path)), creds
+    )
+    remove_quietly(source.path, v2.path)
+    return _Placed(
+        image_id=v2.image_id, uuid=placed.uuid, pdh=placed.pdh, size=placed.size, action=placed.action, path=why,
+        bytes_written=v2.size if placed.action == "uploaded" else 0,
+    )
+
+
 def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
-    """Download, upgrade, upload, (verify what Keep serves,) link one image; a failure is reported for it alone."""
+    """Place (in place over the old Keep blocks, else download, upgrade, upload), (verify what Keep serves,) and
+    link one image; a failure is reported for it alone."""
     result = _outcome(image)
     started = time.monotonic()
     creds = request.credentials_block
     try:
-        source = download(image.pdh, creds)
-        if request.strategy == "engine":
-            v2 = upgrade_with_engine(source.path, source.sha256, image.repo_tags, image.v1_id)
-        else:
-            v2 = upgrade(source.path, source.sha256, image.repo_tags, image.v1_id)
-        first_tag = image.repo_tags[0] if image.repo_tags else None
-        placed = upload(
-            UploadRequest(
-                image_id=v2.image_id,
-                owner_uuid=image.owner_uuid,
-                repo_tag=first_tag,
-                tar=Path(v2.path),
-            ),
-            creds,
-        )
+        placed = _place(image, request)
         if request.verify:  # what Arvados now serves must load as the new ID before anything points at it
-            verify_collection(placed.pdh, v2.image_id, creds)
-        links = link_migration(image, v2.image_id, placed.uuid, placed.pdh, creds)
-        remove_quietly(source.path, v2.path)
+            verify_collection(placed.pdh, placed.image_id, creds)
+        links = link_migration(image, placed.image_id, placed.uuid, placed.pdh, creds)
         result = result.model_copy(
             update={
                 "new_pdh": placed.pdh,
-                "new_id": v2.image_id,
+                "new_id": placed.image_id,
                 "collection": placed.uuid,
                 "outcome": "migrated",
                 "action": placed.action,
                 "links_created": links,
                 "v2_bytes": placed.size,
+                "path": placed.path,
+                "bytes_reused": placed.bytes_reused,
+                "bytes_written": placed.bytes_written,
             }
         )
     except Exception as exc:
@@ -154,6 +191,8 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
             pdh=result.new_pdh,
             size=result.v2_bytes,
             seconds=result.seconds,
+            reused=result.bytes_reused,
+            written=result.bytes_written,
         ),
     )
     return result

@@ -14,6 +14,10 @@ Errors are mapped onto keepdocker.errors:
 * ImageNotFoundError (permanent): no local image, or several, match; a pull of a name the registry does not have.
 * EngineError (permanent unless a registry network failure during pull): any other refusal, with docker's message.
 
+Queries (ping, version, info, images, inspect) on a plain ``unix://`` or ``tcp://`` engine go over a small
+http.client connection instead of docker-py, which is imported only for streams, pulls and TLS or ssh engines: a
+`keepdocker push` that finds nothing to do never pays for importing docker-py and requests.
+
 The image ID that Arvados needs is the config digest read from the saved archive's manifest.json, not the ``Id`` the
 engine reports (Docker 29's containerd store reports the manifest digest); ``save`` only returns the archive.
 """
@@ -23,23 +27,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
 import re
+import socket
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
-
-import docker
-import docker.auth
-import docker.errors
-import requests
-import urllib3.exceptions
-from docker.utils.json_stream import json_stream
 
 from keepdocker.cache import CachedFile, TarCache
 from keepdocker.errors import (
@@ -154,6 +154,10 @@ def translate_engine_error(exc: BaseException, action: str, host: str) -> Keepdo
     """Map a docker-py / requests / socket exception raised during ``action`` onto the keepdocker error tree."""
     if isinstance(exc, KeepdockerError):
         return exc
+    import docker.errors
+    import requests
+    import urllib3.exceptions
+
     where = f"the Docker engine at {host}"
     if isinstance(exc, docker.errors.APIError):
         explanation = str(exc.explanation or exc).strip()
@@ -226,6 +230,38 @@ class _HashingFile:
         self._file.close()
 
 
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection over a unix socket (the engine's usual address)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        """Open the unix socket."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _plain_error(exc: BaseException, action: str, host: str) -> KeepdockerError:
+    """A socket or HTTP failure of a plain query as the keepdocker error translate_engine_error would give."""
+    where = f"the Docker engine at {host}"
+    if isinstance(exc, TimeoutError):
+        return EngineUnavailableError(f"{action}: {where} did not answer in time ({exc}); retry later")
+    if isinstance(exc, (ConnectionError, FileNotFoundError, http.client.HTTPException)):
+        return EngineUnavailableError(
+            f"{action}: {where} cannot be reached or went away ({_first_line(exc)}); check that dockerd runs and "
+            "DOCKER_HOST points at it, then retry"
+        )
+    return EngineUnavailableError(f"{action}: {where}: {_first_line(exc)}; retry")
+
+
 class DockerEngine:
     """One Docker engine: $DOCKER_HOST (and DOCKER_TLS_VERIFY/DOCKER_CERT_PATH) unless ``host`` is given.
 
@@ -260,6 +296,8 @@ class DockerEngine:
     @property
     def _api(self) -> Any:
         if self._client is None:
+            import docker
+
             try:
                 if self._host_arg is not None:
                     self._client = docker.APIClient(base_url=self._host_arg, timeout=self.timeout)
@@ -280,16 +318,67 @@ class DockerEngine:
 
     # -- queries --------------------------------------------------------------------------------------------------
 
+    def _plain_address(self) -> tuple[str, str, int] | None:
+        """("unix", path, 0) or ("tcp", host, port) for an engine reachable without TLS; None otherwise."""
+        if self._host_arg is None and (os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CERT_PATH")):
+            return None
+        host = self.host
+        if host.startswith("unix://"):
+            return ("unix", host.removeprefix("unix://"), 0)
+        if host.startswith("tcp://"):
+            parsed = urllib.parse.urlsplit(host)
+            if parsed.hostname and parsed.path in ("", "/"):
+                return ("tcp", parsed.hostname, parsed.port or 2375)
+        return None
+
+    def _query(self, path: str, action: str) -> Any:
+        """GET ``path`` from the engine over http.client and decode the JSON; NotImplemented when not plain."""
+        address = self._plain_address()
+        if address is None:
+            return NotImplemented
+        kind, where, port = address
+        conn: http.client.HTTPConnection
+        if kind == "unix":
+            conn = _UnixHTTPConnection(where, self.timeout)
+        else:
+            conn = http.client.HTTPConnection(where, port, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers={"Host": "docker", "Accept": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise _plain_error(exc, action, self.host) from exc
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            try:
+                message = str(json.loads(body).get("message") or body.decode(errors="replace")).strip()
+            except (ValueError, AttributeError):
+                message = body.decode(errors="replace").strip()
+            where_text = f"the Docker engine at {self.host}"
+            if resp.status == 404:
+                raise ImageNotFoundError(f"{action}: {message} ({where_text})")
+            if resp.status in (502, 503, 504):
+                raise EngineUnavailableError(f"{action}: {where_text} is unavailable ({resp.status}: {message}); retry")
+            raise EngineError(f"{action}: {where_text} refused: {message}")
+        return json.loads(body) if body.strip().startswith((b"{", b"[")) else body.decode(errors="replace")
+
     def ping(self) -> None:
         """Raise EngineUnavailableError unless the engine answers."""
+        if self._query("/_ping", "ping") is not NotImplemented:
+            return
         with self._mapped("ping"):
             self._api.ping()
 
     def info(self) -> EngineInfo:
         """The engine's version and image store."""
-        with self._mapped("reading engine version"):
-            version = self._api.version()
-            info = self._api.info()
+        version = self._query("/version", "reading engine version")
+        if version is not NotImplemented:
+            info = self._query("/info", "reading engine version")
+        else:
+            with self._mapped("reading engine version"):
+                version = self._api.version()
+                info = self._api.info()
         status = info.get("DriverStatus") or []
         containerd = any(
             isinstance(row, list) and len(row) == 2 and row[0] == "driver-type" and "containerd" in str(row[1])
@@ -305,14 +394,20 @@ class DockerEngine:
 
     def images(self) -> list[LocalImage]:
         """Every image in the engine, intermediate ones included."""
-        with self._mapped("listing images"):
-            rows = self._api.images(all=True)
+        rows = self._query("/images/json?all=1", "listing images")
+        if rows is NotImplemented:
+            with self._mapped("listing images"):
+                rows = self._api.images(all=True)
         return [_local_image(row) for row in rows]
 
     def inspect(self, image: str) -> dict[str, Any]:
         """The engine's ``docker inspect`` document for an image name or ID."""
-        with self._mapped(f"inspecting {image!r}"):
-            doc: dict[str, Any] = self._api.inspect_image(image)
+        doc: dict[str, Any] = self._query(
+            f"/images/{urllib.parse.quote(image, safe='/:@')}/json", f"inspecting {image!r}"
+        )
+        if doc is NotImplemented:
+            with self._mapped(f"inspecting {image!r}"):
+                doc = self._api.inspect_image(image)
         return doc
 
     def untag(self, name: str) -> None:
@@ -365,6 +460,10 @@ class DockerEngine:
         ref = parse_reference(reference) if isinstance(reference, str) else reference
         if ref.repository is None:
             raise UsageError(f"cannot pull {ref.text!r}: it is an image ID; give repository[:tag]")
+        import docker.auth
+        import docker.errors
+        from docker.utils.json_stream import json_stream
+
         deadline = _deadline(time_limit)
         action = f"pulling {ref.pull_name}"
         api = self._api
@@ -518,6 +617,8 @@ class DockerEngine:
         image that was already present with the same tags, and raises EngineError for it; concurrent loads into
         the same engine can blur it.
         """
+        from docker.utils.json_stream import json_stream
+
         deadline = _deadline(time_limit)
         api = self._api
         ids: list[str] = []

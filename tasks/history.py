@@ -58,6 +58,8 @@ HISTORY_COLUMNS = (
     "collection",
     "pdh",
     "v2_bytes",
+    "bytes_reused",
+    "bytes_written",
     "seconds",
     "flow_run",
     "flow",
@@ -82,6 +84,8 @@ class HistoryRow:
     collection: str = ""
     pdh: str = ""
     v2_bytes: int = 0
+    bytes_reused: int = 0  # of v2_bytes, bytes that are the old image's Keep blocks (a migration in place)
+    bytes_written: int = 0  # bytes this run put into Keep for the image
     seconds: float = 0.0
     flow_run: str = ""
     flow: str = ""
@@ -122,6 +126,8 @@ def history_row(
     pdh: str = "",
     size: int = 0,
     seconds: float = 0.0,
+    reused: int = 0,
+    written: int = 0,
 ) -> HistoryRow:
     """One history row stamped with the current time and flow run."""
     flow_run, flow_name = _run_names()
@@ -134,6 +140,8 @@ def history_row(
         collection=collection,
         pdh=pdh,
         v2_bytes=size,
+        bytes_reused=reused,
+        bytes_written=written,
         seconds=round(seconds, 2),
         flow_run=flow_run,
         flow=flow_name,

@@ -48,7 +48,13 @@ def print_report(report: Any, out: Any = sys.stdout) -> None:
             file=out,
         )
     failed = len(report.failed)
-    print(f"{len(rows) - failed} migrated, {failed} failed, {report.total_bytes} bytes", file=out)
+    reused = sum(i.bytes_reused for i in report.images)
+    written = sum(i.bytes_written for i in report.images)
+    print(
+        f"{len(rows) - failed} migrated, {failed} failed, {report.total_bytes} bytes; Keep: {reused} bytes reused, "
+        f"{written} written",
+        file=out,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """The fixed limits every archive reader enforces, so a hostile archive is refused within bounded memory and time.
 
-Docker applies none of these (reference section 1.7); containers/image caps manifest.json at 1 MiB and configs at
+Docker applies none of these except the chain depth; containers/image caps manifest.json at 1 MiB and configs at
 4 MiB, and Go's archive/tar caps PAX and GNU long-name records at 1 MiB. Exceeding any limit raises
 ``ArchiveLimitError`` naming the entry and the limit. The values are deliberately generous for real images and
 small enough that the worst case fits the 150 MB resident-memory budget of the upgrade.
@@ -21,6 +21,9 @@ MAX_JSON_BYTES = 1 * MIB
 MAX_CONFIG_BYTES = 4 * MIB
 #: All metadata files of one archive held in memory together (layer jsons, repositories, configs).
 MAX_TOTAL_METADATA_BYTES = 64 * MIB
+
+#: Other small members kept while a v1 archive is read, in case a link names one as a json, layer.tar or repositories.
+MAX_KEPT_OTHER_BYTES = 8 * MIB
 
 #: Entries in the outer archive (a v1 layer uses 3 or 4: directory, VERSION, json, layer.tar).
 MAX_OUTER_MEMBERS = 100_000

@@ -1,13 +1,14 @@
 """Safe streaming tar reading: outer-archive scanning and layer checking, with our own header parser.
 
-Python's ``tarfile`` has a history of CVEs on exactly this path (reference 4.1: negative offsets, huge PAX headers,
-unbounded pre-allocation, streaming-EOF loops), so archives are parsed here with a small header parser that follows
+Python's ``tarfile`` has a history of CVEs on exactly this path (negative offsets, huge PAX headers, unbounded
+pre-allocation, streaming-EOF loops), so archives are parsed here with a small header parser that follows
 Go's ``archive/tar`` reader (the one Docker uses): the same checksum rule (unsigned or signed sum), octal and
 base-256 numbers, USTAR prefixes, PAX ``x``/``g`` records and GNU ``L``/``K`` long names, the same EOF rule (two zero
 blocks, or end of stream on a block boundary) and the same header-only types. Declared sizes are never used to
 allocate: data is streamed in ``CHUNK_BYTES`` pieces and only metadata (JSON, PAX, long names) is held, under caps.
 
-Two consumers:
+One state machine, ``_TarParser``, reads the tar format (headers, extended headers, end of archive) for two
+consumers:
 
 * ``OuterScanner`` reads an image archive (plain, gzip, bzip2 or xz, by magic) once, entry by entry, cleaning names
   and refusing absolute or ``..`` names, special files, duplicates, escaping links and link cycles.
@@ -29,7 +30,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from keepdocker.errors import ArchiveLimitError, MalformedArchiveError, UnsafeArchiveError
 from keepdocker.images import limits
@@ -84,16 +85,6 @@ def sniff_compression(head: bytes) -> Compression:
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return Compression.ZSTD
     return Compression.NONE
-
-
-class _Decompressor(Protocol):
-    """The part of zlib/bz2/lzma decompressor objects used here."""
-
-    @property
-    def eof(self) -> bool: ...
-
-    @property
-    def unused_data(self) -> bytes: ...
 
 
 #: Memory an xz stream may ask for (xz -9 needs about 65 MiB); beyond it the stream is refused as a bomb.
@@ -377,14 +368,34 @@ class _Mode(enum.Enum):
     DONE = 5
 
 
-class _TarChecker:
-    """Push parser checking a layer tar stream the way Docker's ``UnpackLayer`` would fail, without extracting."""
+_Fail = Callable[[str | None, str, type[Exception]], Exception]
 
-    def __init__(self, where: str) -> None:
-        self.where = where
+
+class _TarParser:
+    """Go's ``archive/tar`` reader as one push state machine, shared by the layer checker and the outer scanner.
+
+    It is fed the tar stream's bytes in pieces of any size: it reads header blocks, collects PAX ``x``/``g`` records
+    and GNU ``L``/``K`` long names (capped), stops at two zero blocks, and calls ``on_entry(name, link, typeflag,
+    size)`` for every real entry with the PAX/GNU values merged in, as Go's ``Next`` returns it. A PAX global header
+    is reported to ``on_global(name)``: Go returns it as an entry of its own. The entry's data (and padding) is then
+    skipped in ``feed``; a reader that consumes the data itself (the outer scanner) calls ``data_consumed``
+    instead of feeding it. ``need`` tells a pull reader how many bytes the current block or extended header still
+    lacks. Errors are made by ``fail(entry name or None, rule, exception class)``.
+    """
+
+    def __init__(
+        self,
+        fail: _Fail,
+        on_entry: Callable[[bytes, bytes, bytes, int], None],
+        on_global: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.fail = fail
+        self.on_entry = on_entry
+        self.on_global = on_global
         self.mode = _Mode.HEADER
         self.buf = bytearray()
         self.skip = 0  # data + padding bytes still to skip
+        self.data_len = 0  # data bytes of the entry reported last (0 for header-only types)
         self.special_type = b""
         self.special_size = 0
         self.special_pad = 0
@@ -392,20 +403,9 @@ class _TarChecker:
         self.long_name: bytes | None = None
         self.long_link: bytes | None = None
         self.members = 0
-        # Every entry's cleaned name, global headers included: tar-split, which Docker's layer store runs on every
-        # layer it registers (legacy and current loads alike), refuses a layer naming one path twice ("duplicates
-        # of file paths not supported"), comparing names after Go's filepath.Clean. Kept as 64-bit hashes: a false
-        # duplicate needs a collision, about n^2 / 2^65 for n entries (3e-8 at a million).
-        self.seen: set[int] = set()
-        self.not_files: set[int] = set()  # the directories, whiteouts and global headers among them
-        self.unresolved: list[tuple[str, str]] = []
-
-    def _fail(self, entry: str | None, rule: str, exc: type[Exception] = MalformedArchiveError) -> Exception:
-        where = f"{self.where} entry {quote_name(entry)}" if entry is not None else self.where
-        return exc(f"{where}: {rule}")
 
     def feed(self, data: bytes | memoryview) -> None:
-        """Consume the next decompressed bytes of the layer."""
+        """Consume the next bytes of the tar stream."""
         mv = memoryview(data)
         pos, n = 0, len(mv)
         while pos < n:
@@ -439,30 +439,48 @@ class _TarChecker:
                     self.buf.clear()
                 self._block(blk)
 
+    def need(self) -> int:
+        """Bytes that complete the current header block, extended header or skip (0 once the stream has ended)."""
+        if self.mode is _Mode.DONE:
+            return 0
+        if self.mode is _Mode.DATA:
+            return self.skip
+        if self.mode is _Mode.SPECIAL:
+            return self.special_size - len(self.buf)
+        return BLOCK - len(self.buf)
+
+    def data_consumed(self) -> None:
+        """The entry reported last has had its data and padding consumed by the caller, not fed here."""
+        self.skip = 0
+        self.mode = _Mode.HEADER
+
     def _block(self, blk: bytes) -> None:
         if blk == _ZERO_BLOCK:
             self.mode = _Mode.DONE if self.mode is _Mode.ZERO1 else _Mode.ZERO1
             return
         if self.mode is _Mode.ZERO1:
-            raise self._fail(
-                None, "invalid tar header: a zero block followed by data (Docker: archive/tar: invalid tar header)"
+            raise self.fail(
+                None,
+                "invalid tar header: a zero block followed by data (Docker: archive/tar: invalid tar header)",
+                MalformedArchiveError,
             )
         try:
             hdr = _parse_header(blk)
         except _BadHeader as exc:
-            raise self._fail(None, f"invalid tar header ({exc}) after {self.members} entries") from None
+            raise self.fail(
+                None, f"invalid tar header ({exc}) after {self.members} entries", MalformedArchiveError
+            ) from None
         t = hdr.typeflag
         if t and t[0] in _META:
             if hdr.size > limits.MAX_SPECIAL_BYTES:
-                raise self._fail(
+                raise self.fail(
                     _decode(hdr.name),
-                    f"{'PAX' if t in (b'x', b'g') else 'GNU long-name'} header of {hdr.size} bytes exceeds "
-                    f"{limits.MAX_SPECIAL_BYTES} bytes",
+                    f"{'PAX' if t in (b'x', b'g') else 'GNU long-name'} header of {hdr.size} bytes exceeds the "
+                    f"{limits.MAX_SPECIAL_BYTES}-byte limit for an extended header",
                     ArchiveLimitError,
                 )
-            if t == b"g":  # Go's reader returns a global header as an entry of its own name
-                key = self._add_name(posixpath.normpath(_decode(hdr.name)))
-                self.not_files.add(key)
+            if t == b"g" and self.on_global is not None:
+                self.on_global(hdr.name)
             self.special_type = t
             self.special_size = hdr.size
             self.special_pad = -hdr.size % BLOCK
@@ -470,7 +488,17 @@ class _TarChecker:
             if hdr.size == 0:
                 self._special_done()
             return
-        self._entry(hdr)
+        pax, self.pax = self.pax, {}
+        raw_name = pax.get(b"path", self.long_name if self.long_name is not None else hdr.name)
+        raw_link = pax.get(b"linkpath", self.long_link if self.long_link is not None else hdr.linkname)
+        self.long_name = self.long_link = None
+        size = int(pax[b"size"]) if b"size" in pax else hdr.size
+        t = t or b"\x00"
+        self.members += 1
+        self.on_entry(raw_name, raw_link, t, size)
+        self.data_len = data_len = 0 if t[0] in _HEADER_ONLY else size
+        self.skip = data_len + (-data_len % BLOCK)
+        self.mode = _Mode.DATA if self.skip else _Mode.HEADER
 
     def _special_done(self) -> None:
         data = bytes(self.buf)
@@ -480,7 +508,7 @@ class _TarChecker:
             try:
                 records = _parse_pax(data)
             except _BadHeader as exc:
-                raise self._fail(None, f"invalid tar header ({exc})") from None
+                raise self.fail(None, f"invalid tar header ({exc})", MalformedArchiveError) from None
             if t == b"x":
                 self.pax = records
         elif t == b"L":
@@ -490,19 +518,43 @@ class _TarChecker:
         self.skip = self.special_pad
         self.mode = _Mode.DATA if self.skip else _Mode.HEADER
 
-    def _entry(self, hdr: _Header) -> None:
-        pax, self.pax = self.pax, {}
-        raw_name = pax.get(b"path", self.long_name if self.long_name is not None else hdr.name)
-        raw_link = pax.get(b"linkpath", self.long_link if self.long_link is not None else hdr.linkname)
-        self.long_name = self.long_link = None
-        size = int(pax[b"size"]) if b"size" in pax else hdr.size
+    def finish(self) -> None:
+        """Check the stream ended where Go's reader accepts an end (a truncated entry is refused)."""
+        if self.mode is _Mode.DONE:
+            return
+        if self.buf or self.mode in (_Mode.DATA, _Mode.SPECIAL):
+            raise self.fail(
+                None, "truncated tar stream (unexpected end of data inside an entry)", MalformedArchiveError
+            )
+
+
+class _LayerChecker:
+    """Checks a layer tar stream (fed to its parser) the way Docker's layer store and ``UnpackLayer`` would fail."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.parser = _TarParser(self._fail, self._entry, self._global)
+        # Every entry's cleaned name, global headers included: tar-split, which Docker's layer store runs on every
+        # layer it registers (legacy and current loads alike), refuses a layer naming one path twice ("duplicates
+        # of file paths not supported"), comparing names after Go's filepath.Clean. Kept as 64-bit hashes: a false
+        # duplicate needs a collision, about n^2 / 2^65 for n entries (3e-8 at a million).
+        self.seen: set[int] = set()
+        self.not_files: set[int] = set()  # the directories, whiteouts and global headers among them
+        self.unresolved: list[tuple[str, str]] = []
+
+    def _fail(self, entry: str | None, rule: str, exc: type[Exception] = MalformedArchiveError) -> Exception:
+        where = f"{self.where} entry {quote_name(entry)}" if entry is not None else self.where
+        return exc(f"{where}: {rule}")
+
+    def _global(self, raw_name: bytes) -> None:
+        self.not_files.add(self._add_name(posixpath.normpath(_decode(raw_name))))
+
+    def _entry(self, raw_name: bytes, raw_link: bytes, t: bytes, size: int) -> None:
         name = _decode(raw_name)
-        self.members += 1
-        if self.members > limits.MAX_LAYER_MEMBERS:
+        if self.parser.members > limits.MAX_LAYER_MEMBERS:
             raise self._fail(name, f"more than {limits.MAX_LAYER_MEMBERS} entries in one layer", ArchiveLimitError)
         if len(raw_name) > limits.MAX_NAME_BYTES or len(raw_link) > limits.MAX_NAME_BYTES:
             raise self._fail(name, f"name or link target longer than {limits.MAX_NAME_BYTES} bytes", ArchiveLimitError)
-        t = hdr.typeflag or b"\x00"
         if t[0] not in _LAYER_TYPES:
             raise self._fail(name, f"unsupported tar entry type {t!r} (Docker's apply refuses it)")
         if size > limits.MAX_LAYER_BYTES:
@@ -529,9 +581,6 @@ class _TarChecker:
         key = self._add_name(cleaned)
         if t == b"5" or posixpath.basename(cleaned).startswith(".wh."):
             self.not_files.add(key)
-        data_len = 0 if t[0] in _HEADER_ONLY else size
-        self.skip = data_len + (-data_len % BLOCK)
-        self.mode = _Mode.DATA if self.skip else _Mode.HEADER
 
     def _add_name(self, cleaned: str) -> int:
         key = name_hash(cleaned)
@@ -548,13 +597,6 @@ class _TarChecker:
         """Sorted hashes of the non-directory, non-whiteout entries (possible hardlink targets)."""
         return array("q", sorted(self.seen - self.not_files))
 
-    def finish(self) -> None:
-        """Check the stream ended where Go's reader accepts an end (a truncated entry is refused)."""
-        if self.mode is _Mode.DONE:
-            return
-        if self.buf or self.mode in (_Mode.DATA, _Mode.SPECIAL):
-            raise self._fail(None, "truncated tar stream (unexpected end of data inside an entry)")
-
 
 class LayerStream:
     """Streams one stored layer: sniff compression, decompress, hash, forward to ``sink`` and check the tar."""
@@ -569,7 +611,8 @@ class LayerStream:
         self.hash = hashlib.sha256()
         self.consumed = 0
         self.produced = 0
-        self.checker = _TarChecker(where)
+        self.checker = _LayerChecker(where)
+        self.parser = self.checker.parser
 
     def feed(self, data: bytes) -> None:
         """Consume the next stored bytes of the layer."""
@@ -604,7 +647,7 @@ class LayerStream:
         self.hash.update(data)
         if self.sink is not None:
             self.sink(data)
-        self.checker.feed(data)
+        self.parser.feed(data)
 
     def close(self) -> LayerFacts:
         """Finish the stream and return the layer's facts; refuses truncated or invalid data."""
@@ -619,7 +662,7 @@ class LayerStream:
                         self._out(piece)
         if self.decoder is not None:
             self.decoder.finish()
-        self.checker.finish()
+        self.parser.finish()
         names = self.checker.file_names()
         self.budget.add_members(len(names), self.where)
         self.checker.seen = set()
@@ -826,74 +869,40 @@ class OuterScanner:
         self._check_links()
 
     def _scan(self, src: _Source) -> Iterator[OuterEntry]:
-        pax: dict[bytes, bytes] = {}
-        long_name: bytes | None = None
-        long_link: bytes | None = None
-        members = 0
-        zero_seen = False
+        found: list[OuterEntry | None] = []
+
+        def on_entry(raw_name: bytes, raw_link: bytes, t: bytes, size: int) -> None:
+            found.append(self._accept(raw_name, raw_link, t, size, parser.members))
+
+        parser = _TarParser(self._fail, on_entry)
         while True:
-            blk = src.read(BLOCK)
-            if not blk:
+            if found:  # an entry's header was just parsed: its data is read by the consumer or skipped here
+                entry = found.pop()
+                self._remaining = parser.data_len
+                self._pad = parser.skip - parser.data_len if parser.mode is _Mode.DATA else 0
+                self.data_offset = src.pos
+                if entry is not None:
+                    yield entry
+                if self._remaining and src.skip(self._remaining) < self._remaining:
+                    raise self._fail(entry.name if entry else None, "truncated tar stream (entry data cut short)")
+                if self._pad and src.skip(self._pad) < self._pad:
+                    raise self._fail(entry.name if entry else None, "truncated tar stream (padding cut short)")
+                self._remaining = self._pad = 0
+                parser.data_consumed()
+            need = parser.need()
+            if not need:
+                # Bytes after the EOF marker are ignored, as Docker's Untar does; but Docker copies the whole
+                # decompressed stream to its unpacker, so the compressed stream must still end cleanly: padding
+                # or garbage after a gzip or bzip2 member, or xz padding not a multiple of 4, fails its load.
+                if src.decoder is not None:
+                    while src.skip(limits.CHUNK_BYTES):
+                        pass
                 return
-            if len(blk) < BLOCK:
-                raise self._fail(None, "truncated tar stream (unexpected end of data)")
-            if blk == _ZERO_BLOCK:
-                if zero_seen:
-                    # Bytes after the EOF marker are ignored, as Docker's Untar does; but Docker copies the whole
-                    # decompressed stream to its unpacker, so the compressed stream must still end cleanly: padding
-                    # or garbage after a gzip or bzip2 member, or xz padding not a multiple of 4, fails its load.
-                    if src.decoder is not None:
-                        while src.skip(limits.CHUNK_BYTES):
-                            pass
-                    return
-                zero_seen = True
-                continue
-            if zero_seen:
-                raise self._fail(None, "invalid tar header: a zero block followed by data")
-            try:
-                hdr = _parse_header(blk)
-            except _BadHeader as exc:
-                raise self._fail(None, f"invalid tar header ({exc}) after {members} entries") from None
-            t = hdr.typeflag or b"\x00"
-            if t in (b"x", b"g", b"L", b"K"):
-                if hdr.size > limits.MAX_SPECIAL_BYTES:
-                    raise self._fail(
-                        _decode(hdr.name),
-                        f"{hdr.size}-byte extended header exceeds {limits.MAX_SPECIAL_BYTES} bytes",
-                        ArchiveLimitError,
-                    )
-                data = src.read(hdr.size)
-                if len(data) < hdr.size or src.skip(-hdr.size % BLOCK) < -hdr.size % BLOCK:
-                    raise self._fail(None, "truncated tar stream (unexpected end of data)")
-                if t in (b"x", b"g"):
-                    try:
-                        records = _parse_pax(data)
-                    except _BadHeader as exc:
-                        raise self._fail(None, f"invalid tar header ({exc})") from None
-                    if t == b"x":
-                        pax = records
-                elif t == b"L":
-                    long_name = _parse_string(data)
-                else:
-                    long_link = _parse_string(data)
-                continue
-            raw_name = pax.get(b"path", long_name if long_name is not None else hdr.name)
-            raw_link = pax.get(b"linkpath", long_link if long_link is not None else hdr.linkname)
-            size = int(pax[b"size"]) if b"size" in pax else hdr.size
-            pax, long_name, long_link = {}, None, None
-            members += 1
-            entry = self._accept(raw_name, raw_link, t, size, members)
-            data_len = 0 if t[0] in _HEADER_ONLY else size
-            self._remaining = data_len
-            self._pad = -data_len % BLOCK
-            self.data_offset = src.pos
-            if entry is not None:
-                yield entry
-            if self._remaining and src.skip(self._remaining) < self._remaining:
-                raise self._fail(entry.name if entry else None, "truncated tar stream (entry data cut short)")
-            if self._pad and src.skip(self._pad) < self._pad:
-                raise self._fail(entry.name if entry else None, "truncated tar stream (padding cut short)")
-            self._remaining = self._pad = 0
+            chunk = src.read(need)
+            if not chunk:
+                parser.finish()
+                return
+            parser.feed(chunk)
 
     def _accept(self, raw_name: bytes, raw_link: bytes, t: bytes, size: int, members: int) -> OuterEntry | None:
         name = _decode(raw_name)

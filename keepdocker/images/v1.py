@@ -5,11 +5,16 @@ streamed through ``LayerStream`` (decompressed, hashed, tar-checked) and, when a
 into it. After the pass the parent graph is checked and every layer directory becomes one image, its config built by
 ``legacy_config.make_config`` in parent-first order, exactly as ``legacyLoadImage`` does.
 
-Divergences from Docker, all deliberate (reference 1.7 and 4.3):
+An archive is accepted exactly when Docker 20.10's legacy load accepts it, with the image IDs and tags it creates,
+except for the deliberate differences in the README's table (checked against a real engine by
+``tests/images/test_engine_load_rules.py``). The ones decided here:
 
-* refused: parent cycles and self-parents (Docker recurses until it crashes), parent chains deeper than
-  ``MAX_CHAIN_DEPTH``, parent values with ``/``, NUL or dot names, hardlinks in a layer whose target exists neither
-  earlier in that layer nor in a parent layer, and everything ``OuterScanner``/``LayerStream`` refuse;
+* refused: parent cycles and self-parents (Docker recurses until it crashes); also refused as Docker refuses them:
+  parent chains deeper than ``MAX_CHAIN_DEPTH`` (its layer store's limit), parents that are not layer directories,
+  and hardlinks whose target exists neither earlier in their layer nor in a parent layer;
+* ``repositories``, ``<dir>/json`` and ``<dir>/layer.tar`` may be links to other members, as Docker follows them; since
+  the archive is read once, every other member up to 1 MiB is kept in case a link names it, and a layer linked to a
+  larger member not named ``layer.tar`` is refused;
 * accepted with a warning: directory names that are not 64 lowercase hex digits, and a ``json.id`` that differs from
   the directory name (Docker ignores both; the ID never depends on them);
 * accepted: a missing ``repositories`` file (Docker >= 1.13 refuses it, but ``docker save <id>`` <= 1.9 never wrote
@@ -116,7 +121,7 @@ def read_v1_archive(
         elif len(parts) != 2 or parts[1] != "layer.tar":
             # Any other small file is kept too: Docker follows a repositories, json or layer.tar that is a link to
             # any member, and the archive is read only once. Beyond the budget such files are simply not kept.
-            if entry.size <= limits.MAX_JSON_BYTES and spare + entry.size <= limits.MAX_TOTAL_METADATA_BYTES:
+            if entry.size <= limits.MAX_JSON_BYTES and spare + entry.size <= limits.MAX_KEPT_OTHER_BYTES:
                 captured[entry.name] = scanner.read_data(limits.MAX_JSON_BYTES, entry.name)
                 spare += entry.size
         else:
@@ -161,6 +166,14 @@ def _linked_layers(
             layer_paths[layer.diff_id] = output.finish_layer(layer)
 
 
+def _not_kept(link: str, target: str) -> ArchiveLimitError:
+    return ArchiveLimitError(
+        f"{quote_name(link)} links to {quote_name(target)}, which was not kept: the archive is read once, and members "
+        f"other than layer jsons, repositories and layer.tar files are kept only up to "
+        f"{limits.MAX_JSON_BYTES // limits.MIB} MiB each and {limits.MAX_KEPT_OTHER_BYTES // limits.MIB} MiB in all"
+    )
+
+
 def _top_dirs(scanner: OuterScanner) -> list[str]:
     dirs = {name.split("/", 1)[0] for name in scanner.index if "/" in name}
     dirs.update(name for name, e in scanner.index.items() if "/" not in name and e.kind is EntryKind.DIR)
@@ -190,10 +203,7 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
             )
         raw = captured.get(json_entry.name)
         if raw is None:
-            raise ArchiveLimitError(
-                f"{quote_name(where)} links to {quote_name(json_entry.name)}, which is larger than the "
-                f"{limits.MAX_JSON_BYTES // limits.MIB} MiB limit for a layer json"
-            )
+            raise _not_kept(where, json_entry.name)
         raws[d] = raw
         try:
             header = legacy_config.read_header(raw)
@@ -205,11 +215,7 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
             raise MalformedArchiveError(f"{quote_name(d + '/layer.tar')} is missing: every v1 layer needs one")
         layer = facts.get(layer_entry.name)
         if layer is None:
-            raise ArchiveLimitError(
-                f"{quote_name(d + '/layer.tar')} links to {quote_name(layer_entry.name)}, a member larger than "
-                f"{limits.MAX_JSON_BYTES // limits.MIB} MiB that is not named layer.tar: such a layer can only be "
-                "read in one pass when its name ends in /layer.tar"
-            )
+            raise _not_kept(f"{d}/layer.tar", layer_entry.name)
         layers[d] = (layer_entry.name, layer)
         if not HEX64_RE.fullmatch(d):
             warnings.append(f"v1 layer directory {quote_name(d)} is not a 64-hex ID (accepted; Docker ignores it)")
@@ -353,10 +359,7 @@ def _read_repositories(scanner: OuterScanner, captured: dict[str, bytes], dir_se
     if entry.kind is not EntryKind.FILE:
         raise MalformedArchiveError("repositories is not a regular file of the archive")
     if raw is None:
-        raise ArchiveLimitError(
-            f"repositories links to {quote_name(entry.name)}, which is larger than the "
-            f"{limits.MAX_JSON_BYTES // limits.MIB} MiB limit for a repositories file"
-        )
+        raise _not_kept("repositories", entry.name)
     text = raw.decode("utf-8", "replace")
     start = len(text) - len(text.lstrip(_GO_SPACE))
 

@@ -166,6 +166,11 @@ class RunningStandin:
             except ValueError:
                 return exc.code, raw.decode(errors="replace")
 
+    def keep_bytes(self) -> int:
+        """Bytes in the stand-in's block store (every stored block, counted once)."""
+        blocks = self.data_dir / "blocks"
+        return sum(p.stat().st_size for p in blocks.rglob("*") if p.is_file() and p.parent.name != "tmp")
+
     def stats(self) -> dict[str, Any]:
         """Request counters, record counts and block count from ``/_standin/stats``."""
         status, payload = self.request("GET", "/_standin/stats")

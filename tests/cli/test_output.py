@@ -157,3 +157,19 @@ def test_small_steps_are_shown_in_kib() -> None:
     assert format_event(small) == "convert dc1be34809b5: 17.0 of 17.0 KiB (100%), 40.0 KiB/s done"
     retry = ProgressEvent("retry", "save-sha256:0123", retry_in=10, reason="the engine went away")
     assert format_event(retry) == "save-sha256:0123: retrying in 10 s: the engine went away"
+
+
+def test_migrate_shows_download_convert_upload_progress(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`keepdocker migrate` draws download, convert and upload lines on stderr; --quiet draws none."""
+    from keepdocker.testing.standin import running_standin
+
+    with running_standin(tmp_path / "samples", ["--sample-v1-images", "2"]) as samples:
+        env = samples.client_env(cli_env)
+        done, _ = _run("migrate", "--limit", "1", env=env)
+        assert done.returncode == 0, done.stderr
+        steps = {line.split(" ", 1)[0] for line in done.stderr.splitlines() if line.endswith(" done")}
+        assert steps == {"download", "convert", "upload"}, done.stderr
+        assert "1 migrated, 0 failed" in done.stdout
+        quiet, _ = _run("migrate", "--quiet", env=env)
+        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+        assert "1 migrated, 0 failed" in quiet.stdout

@@ -154,10 +154,31 @@ def test_corrupt_image_fails_alone(
     assert shown.returncode == 0, shown.stderr
     header, row = shown.stdout.splitlines()
     assert header.split() == [
-        "OUTCOME", "ACTION", "TIME", "IMAGE", "IMAGE_ID", "V1_ID", "COLLECTION", "PDH", "V2_BYTES", "SECONDS",
+        "OUTCOME", "ACTION", "TIME", "IMAGE", "IMAGE_ID", "V1_ID", "COLLECTION", "PDH", "V2_BYTES", "BYTES_REUSED",
+        "BYTES_WRITTEN", "SECONDS",
         "FLOW_RUN", "REASON",
     ]  # fmt: skip
     assert row.startswith("failed  ") and row.endswith(failed[0].error) and "e" * 64 in row
+
+
+def test_images_no_engine_would_load_fail_and_are_never_published(arvados: ArvadosSession, tmp_path: Path) -> None:
+    """v1 images whose conversion no engine would load (a path twice in a layer, a chain of 126 layers, padding after
+    a gzip archive) each fail with Docker's reason; no collection or link is made for them."""
+    unloadable = ("layer_duplicate_path", "chain_too_deep", "outer_gzip_padding")
+    seeded = {}
+    for i, name in enumerate(unloadable, start=1):
+        path = tmp_path / f"{name}.tar"
+        path.write_bytes(ATTACKS[name]().data)
+        seeded[name] = seed_v1_image(arvados, path, f"{i:x}" * 64, (f"unloadable/{name.replace('_', '-')}:1",))
+    before = _counts(arvados)
+    with pytest.raises(PartialFailureError) as info:
+        migrate_images(MigrateRequest(concurrency=2))
+    outcomes = {i.old_pdh: i for i in info.value.report.images}
+    assert len(outcomes) == len(unloadable)
+    for name, image in seeded.items():
+        outcome = outcomes[image.collection.pdh]
+        assert outcome.outcome == "failed" and ATTACKS[name]().rule in (outcome.error or ""), (name, outcome)
+    assert _counts(arvados) == before
 
 
 def test_non_admin_fails_before_any_write(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -142,9 +144,15 @@ def test_sweep_and_pushes_survive_503s_and_latency(
     )
 
 
-def _large_v1(tmp: Path, total: int) -> tuple[Path, str]:
+def _large_v1(tmp: Path, total: int, gzipped: bool = False) -> tuple[Path, str]:
     path = tmp / "large-v1.tar"
     leaves = write_large_v1_archive(path, total, layers=2, seed=5)
+    if gzipped:  # compressed as a whole: the native strategy takes the whole-file (download) path
+        packed = tmp / "large-v1.tar.gz"
+        with open(path, "rb") as src, gzip.GzipFile(packed, "wb", compresslevel=1, mtime=0) as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        path.unlink()
+        path = packed
     return path, leaves[-1]
 
 
@@ -215,11 +223,86 @@ def test_push_killed_between_upload_and_links_then_rerun(
 
 
 @pytest.mark.slow
+def test_migrate_in_place_killed_while_reading_creating_and_linking_then_rerun(
+    make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """In place: kills while the old image is read from Keep, right after the new collection exists, and mid-linking;
+    the last re-run finds its collection by its marker and equals an undisturbed run (no duplicate)."""
+    archive, leaf = _large_v1(tmp_path, 140 << 20)
+
+    def seed(standin: RunningStandin) -> None:
+        seed_v1_image(admin_session(standin), archive, leaf, ("old/big:1", "old/big:latest"))
+
+    standin = make_standin()
+    seed(standin)
+    seeded_links = standin_rows(standin, "links")
+    standin.extra_args = ["--latency-ms", "1000"]
+    standin.restart()
+    env = standin.client_env(base_env)
+
+    def keep_gets() -> int:
+        return int(standin.stats()["requests"].get("keep GET", 0))
+
+    # 1: killed while the old image's blocks are being read (nothing created yet).
+    proc = start_cli("migrate", "--concurrency", "1", env=env, out_dir=tmp_path / "run1")
+    try:
+        wait_for("a Keep read", lambda: keep_gets() > 0 or proc.poll() is not None, timeout=300)
+    finally:
+        kill_group(proc)
+    time.sleep(2)
+    assert standin_rows(standin, "collections") == 1, "the kill came after the collection was created"
+
+    # 2: killed once the new collection exists, before its links.
+    proc = start_cli("migrate", "--concurrency", "1", env=env, out_dir=tmp_path / "run2")
+    try:
+        wait_for(
+            "the new collection",
+            lambda: standin_rows(standin, "collections") > 1 or proc.poll() is not None,
+            timeout=600,
+            interval=0.02,
+        )
+    finally:
+        kill_group(proc)
+    time.sleep(2)
+    assert standin_rows(standin, "collections") == 2
+    assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 0, "the kill came after linking"
+
+    # 3: killed between the first carried-over link and the migration link.
+    links_before = max(standin_rows(standin, "links"), seeded_links)
+    proc = start_cli("migrate", "--concurrency", "1", env=env, out_dir=tmp_path / "run3")
+    try:
+        wait_for(
+            "a first new link",
+            lambda: standin_rows(standin, "links") > links_before or proc.poll() is not None,
+            timeout=600,
+            interval=0.02,
+        )
+    finally:
+        kill_group(proc)
+    time.sleep(2)
+    assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 0, "the kill came after linking"
+
+    final = run_cli("migrate", "--concurrency", "1", env=env)
+    assert final.returncode == 0, final.stderr[-2000:]
+    session = admin_session(standin)
+    assert standin_rows(standin, "collections") == 2
+    assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 1
+
+    reference = make_standin(name="reference")
+    seed(reference)
+    ref_env = reference.client_env({**base_env, "KEEPDOCKER_CACHE_DIR": str(tmp_path / "ref-cache")})
+    undisturbed = run_cli("migrate", "--concurrency", "1", env=ref_env)
+    assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
+    assert catalog_state(session) == catalog_state(admin_session(reference))
+
+
+@pytest.mark.slow
 def test_migrate_killed_in_download_upload_and_linking_then_rerun(
     make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Kills mid-download (partial cache file), mid-upload, mid-linking; the last re-run equals an undisturbed one."""
-    archive, leaf = _large_v1(tmp_path, 140 << 20)
+    """Whole-file path (an archive compressed as a whole): kills mid-download (partial cache file), mid-upload,
+    mid-linking; the last re-run equals an undisturbed one."""
+    archive, leaf = _large_v1(tmp_path, 140 << 20, gzipped=True)
 
     def seed(standin: RunningStandin) -> None:
         seed_v1_image(admin_session(standin), archive, leaf, ("old/big:1", "old/big:latest"))
