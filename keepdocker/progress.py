@@ -115,7 +115,8 @@ def report_retry(subject: str, delay: float, reason: str, listener: Listener | N
 def format_event(event: ProgressEvent) -> str:
     """One line for people: `upload sha256:0123abcd: 120.0 of 400.0 MiB (30%), 85.2 MiB/s`."""
     if event.step == "retry":
-        return f"{event.subject}: retrying in {event.retry_in:.0f} s: {event.reason}"
+        delay = f"{event.retry_in:.0f}" if event.retry_in >= 1 else f"{event.retry_in:.1f}"
+        return f"{event.subject}: retrying in {delay} s: {event.reason}"
     # MiB as the issue's readers expect; KiB for the small images of tests and rehearsals (not "0.0 of 0.0 MiB").
     scale, unit = (MIB, "MiB") if max(event.total, event.done) >= MIB else (1024, "KiB")
     done = f"{event.done / scale:.1f}"

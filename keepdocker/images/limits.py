@@ -22,6 +22,9 @@ MAX_CONFIG_BYTES = 4 * MIB
 #: All metadata files of one archive held in memory together (layer jsons, repositories, configs).
 MAX_TOTAL_METADATA_BYTES = 64 * MIB
 
+#: Other small members kept while a v1 archive is read, in case a link names one as a json, layer.tar or repositories.
+MAX_KEPT_OTHER_BYTES = 8 * MIB
+
 #: Entries in the outer archive (a v1 layer uses 3 or 4: directory, VERSION, json, layer.tar).
 MAX_OUTER_MEMBERS = 100_000
 #: Top-level v1 layer directories in one archive.

@@ -121,7 +121,7 @@ def read_v1_archive(
         elif len(parts) != 2 or parts[1] != "layer.tar":
             # Any other small file is kept too: Docker follows a repositories, json or layer.tar that is a link to
             # any member, and the archive is read only once. Beyond the budget such files are simply not kept.
-            if entry.size <= limits.MAX_JSON_BYTES and spare + entry.size <= limits.MAX_TOTAL_METADATA_BYTES:
+            if entry.size <= limits.MAX_JSON_BYTES and spare + entry.size <= limits.MAX_KEPT_OTHER_BYTES:
                 captured[entry.name] = scanner.read_data(limits.MAX_JSON_BYTES, entry.name)
                 spare += entry.size
         else:
@@ -166,6 +166,14 @@ def _linked_layers(
             layer_paths[layer.diff_id] = output.finish_layer(layer)
 
 
+def _not_kept(link: str, target: str) -> ArchiveLimitError:
+    return ArchiveLimitError(
+        f"{quote_name(link)} links to {quote_name(target)}, which was not kept: the archive is read once, and members "
+        f"other than layer jsons, repositories and layer.tar files are kept only up to "
+        f"{limits.MAX_JSON_BYTES // limits.MIB} MiB each and {limits.MAX_KEPT_OTHER_BYTES // limits.MIB} MiB in all"
+    )
+
+
 def _top_dirs(scanner: OuterScanner) -> list[str]:
     dirs = {name.split("/", 1)[0] for name in scanner.index if "/" in name}
     dirs.update(name for name, e in scanner.index.items() if "/" not in name and e.kind is EntryKind.DIR)
@@ -195,10 +203,7 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
             )
         raw = captured.get(json_entry.name)
         if raw is None:
-            raise ArchiveLimitError(
-                f"{quote_name(where)} links to {quote_name(json_entry.name)}, which is larger than the "
-                f"{limits.MAX_JSON_BYTES // limits.MIB} MiB limit for a layer json"
-            )
+            raise _not_kept(where, json_entry.name)
         raws[d] = raw
         try:
             header = legacy_config.read_header(raw)
@@ -210,11 +215,7 @@ def _build(scanner: OuterScanner, captured: dict[str, bytes], facts: dict[str, L
             raise MalformedArchiveError(f"{quote_name(d + '/layer.tar')} is missing: every v1 layer needs one")
         layer = facts.get(layer_entry.name)
         if layer is None:
-            raise ArchiveLimitError(
-                f"{quote_name(d + '/layer.tar')} links to {quote_name(layer_entry.name)}, a member larger than "
-                f"{limits.MAX_JSON_BYTES // limits.MIB} MiB that is not named layer.tar: such a layer can only be "
-                "read in one pass when its name ends in /layer.tar"
-            )
+            raise _not_kept(f"{d}/layer.tar", layer_entry.name)
         layers[d] = (layer_entry.name, layer)
         if not HEX64_RE.fullmatch(d):
             warnings.append(f"v1 layer directory {quote_name(d)} is not a 64-hex ID (accepted; Docker ignores it)")
@@ -358,10 +359,7 @@ def _read_repositories(scanner: OuterScanner, captured: dict[str, bytes], dir_se
     if entry.kind is not EntryKind.FILE:
         raise MalformedArchiveError("repositories is not a regular file of the archive")
     if raw is None:
-        raise ArchiveLimitError(
-            f"repositories links to {quote_name(entry.name)}, which is larger than the "
-            f"{limits.MAX_JSON_BYTES // limits.MIB} MiB limit for a repositories file"
-        )
+        raise _not_kept("repositories", entry.name)
     text = raw.decode("utf-8", "replace")
     start = len(text) - len(text.lstrip(_GO_SPACE))
 

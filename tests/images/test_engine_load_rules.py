@@ -265,7 +265,7 @@ STRICTER: dict[str, str] = {
     "link-repos-absolute": "is absolute",
     "link-repos-escaping": "leaves the archive root",
     "link-repos-seven-hops": "link hops",
-    "link-layer-to-big-other-member": "not named layer.tar",
+    "link-layer-to-big-other-member": "was not kept",
     "outer-duplicate-member": "duplicate entry",
     "outer-char-device": "not allowed in an image archive",
     "outer-dotdot-name": "contains '..'",
