@@ -174,7 +174,10 @@ def plan_in_place(session: ArvadosSession, pdh: str, tags: list[str], v1_id: str
         return InPlacePlan(image.id, created, plan.size, 0, 0, fallback=why)
     new_at = _append_new_bytes(plan, spill)
     blocks = spill.close()
-    text = _manifest(f"{image.id}.tar", plan, new_at, blocks, old_file_pieces(manifest, filename))
+    # Signed again just before the create: reading a large image may outlast the first signatures.
+    with arvados_errors(f"reading collection {pdh}"):
+        fresh = str(session.api.collections().get(uuid=pdh).execute().get("manifest_text") or "")
+    text = _manifest(f"{image.id}.tar", plan, new_at, blocks, old_file_pieces(fresh, filename))
     return InPlacePlan(image.id, created, plan.size, reused, spill.tell(), manifest_text=text)
 
 

@@ -20,6 +20,7 @@ from cli import main as cli
 from keepdocker.arv.catalog import MIGRATION_LINK
 from keepdocker.images.limits import MAX_RATIO, RATIO_FREE_BYTES
 from keepdocker.testing.oldcluster import seed_v1_image
+from keepdocker.testing.standin import RunningStandin
 from keepdocker.testing.v1archives import (
     ATTACKS,
     Attack,
@@ -132,19 +133,22 @@ def in_process_flows(
         yield
 
 
-@pytest.mark.slow
-def test_push_from_archive_refuses_every_attack(
-    make_standin: MakeStandin,
-    in_process_flows: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """`keepdocker push --from-archive` of each attack exits 1 naming the rule, before any collection or link."""
+@pytest.fixture()
+def push_standin(make_standin: MakeStandin, in_process_flows: None, monkeypatch: pytest.MonkeyPatch) -> RunningStandin:
+    """A stand-in whose ARVADOS_* settings the in-process CLI uses."""
     standin = make_standin()
     for name, value in standin.client_env({}).items():
         if name.startswith("ARVADOS_"):
             monkeypatch.setenv(name, value)
+    return standin
+
+
+@pytest.mark.slow
+def test_push_from_archive_refuses_every_attack(
+    push_standin: RunningStandin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`keepdocker push --from-archive` of each attack exits 1 naming the rule, before any collection or link."""
+    standin = push_standin
     work = tmp_path / "archives"
     work.mkdir()
     for name, attack in attacks().items():
@@ -178,17 +182,10 @@ def current_archive(layer: bytes) -> bytes:
 
 @pytest.mark.slow
 def test_push_from_archive_refuses_a_current_archive_no_engine_loads(
-    make_standin: MakeStandin,
-    in_process_flows: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    push_standin: RunningStandin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A v2 archive whose layer names a path twice (tar-split refuses it at load) is refused before any upload."""
-    standin = make_standin()
-    for name, value in standin.client_env({}).items():
-        if name.startswith("ARVADOS_"):
-            monkeypatch.setenv(name, value)
+    standin = push_standin
     path = tmp_path / "twice.tar"
     path.write_bytes(current_archive(tar_member("a", b"1") + tar_member("./a", b"2") + tar_end()))
     code = cli.run(["push", "kd/twice:1", "--from-archive", str(path)])

@@ -73,6 +73,7 @@ def test_tokens_never_leak(
     env = standin.client_env(base_env)
     del env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]  # the CLI's default: results beside the cache
     env["PREFECT_LOGGING_LEVEL"] = "DEBUG"  # the most talkative logs
+    env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "DEBUG"  # and printed: the CLI silences Prefect's console
     cache_dir = Path(env["KEEPDOCKER_CACHE_DIR"])
     watcher = ArgvWatcher(needles)
     watcher.start()
