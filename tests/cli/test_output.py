@@ -173,3 +173,25 @@ def test_migrate_shows_download_convert_upload_progress(cli_env: dict[str, str],
         quiet, _ = _run("migrate", "--quiet", env=env)
         assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
         assert "1 migrated, 0 failed" in quiet.stdout
+
+
+@pytest.mark.engine
+def test_ctrl_c_during_the_background_save_exits_at_once(cli_env: dict[str, str], docker_host: str) -> None:
+    """SIGINT while the image is being saved ends the push with 130 at once, not after the save."""
+    import signal
+
+    build_image(docker_host, "kd/interrupt", "1", seed=73, payload_bytes=160 * MIB)
+    proc = subprocess.Popen(
+        [KEEPDOCKER, "push", "kd/interrupt:1"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the first progress line: the save has started
+    assert first.startswith("save sha256:"), first
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "keepdocker push: interrupted"
+    print(f"\nFIGURES exit {time.monotonic() - sent:.2f} s after SIGINT")
+    # It did not wait for the save: no finished cache entry (a sidecar is written only after the data is complete).
+    assert list(Path(cli_env["KEEPDOCKER_CACHE_DIR"]).glob("*.json")) == []
