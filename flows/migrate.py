@@ -187,9 +187,11 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
                 "bytes_written": placed.bytes_written,
             }
         )
-    except Exception as exc:
-        message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
-        result = result.model_copy(update={"outcome": "failed", "error": message})
+    except KeepdockerError as exc:
+        result = result.model_copy(update={"outcome": "failed", "error": exc.message})
+    except Exception as exc:  # a bug, not the image: it still fails alone, and the traceback goes to the run's log
+        get_run_logger().exception("migrating %s failed unexpectedly", image.pdh)
+        result = result.model_copy(update={"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"})
     result = result.model_copy(update={"seconds": time.monotonic() - started})
     # Filed under every tag of the image and both IDs, so any name the user knows finds the migration.
     record_history(
