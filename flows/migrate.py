@@ -335,9 +335,9 @@ def sweep(request: MigrateRequest) -> MigrationReport:
     outcomes: list[ImageOutcome] = []
     one = run_fanned_out if request.fan_out else migrate_one
     # A plain thread pool, not Prefect's task runner: the unit of concurrency is one image's whole sequence of task
-    # calls (download, upgrade, upload, verify, link), which fails alone and moves the progress artifact as it ends;
-    # .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each image as its own
-    # migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
+    # calls (in place, or download, upgrade, upload; then verify, link), which fails alone and moves the progress
+    # artifact as it ends; .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each
+    # image as its own migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
     with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
         futures: list[Future[ImageOutcome]] = [
             pool.submit(contextvars.copy_context().run, one, image, request) for image in images
