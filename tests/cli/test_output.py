@@ -92,7 +92,8 @@ def test_push_shows_progress_logs_reach_the_server_and_a_noop_push_skips_prefect
     assert pushed.returncode == 0, pushed.stderr
     uuid = pushed.stdout.strip()
     lines = pushed.stderr.splitlines()
-    assert any(line.startswith(f"save {image_id[:19]}: ") and line.endswith(" done") for line in lines), lines
+    saved = [line for line in lines if line.startswith(f"save {image_id[:19]}: ") and line.endswith(" done")]
+    assert len(saved) == 1, lines  # one end per step, even when the tar outgrows the engine's size estimate
     assert any(line.startswith(f"upload {image_id[:19]}: ") and "MiB/s" in line for line in lines), lines
     assert not [line for line in lines if "|" in line or "Traceback" in line], lines  # no Prefect console noise
 
