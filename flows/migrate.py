@@ -187,9 +187,11 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
                 "bytes_written": placed.bytes_written,
             }
         )
-    except Exception as exc:
-        message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
-        result = result.model_copy(update={"outcome": "failed", "error": message})
+    except KeepdockerError as exc:
+        result = result.model_copy(update={"outcome": "failed", "error": exc.message})
+    except Exception as exc:  # a bug, not the image: it still fails alone, and the traceback goes to the run's log
+        get_run_logger().exception("migrating %s failed unexpectedly", image.pdh)
+        result = result.model_copy(update={"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"})
     result = result.model_copy(update={"seconds": time.monotonic() - started})
     # Filed under every tag of the image and both IDs, so any name the user knows finds the migration.
     record_history(
@@ -335,9 +337,9 @@ def sweep(request: MigrateRequest) -> MigrationReport:
     outcomes: list[ImageOutcome] = []
     one = run_fanned_out if request.fan_out else migrate_one
     # A plain thread pool, not Prefect's task runner: the unit of concurrency is one image's whole sequence of task
-    # calls (download, upgrade, upload, verify, link), which fails alone and moves the progress artifact as it ends;
-    # .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each image as its own
-    # migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
+    # calls (in place, or download, upgrade, upload; then verify, link), which fails alone and moves the progress
+    # artifact as it ends; .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each
+    # image as its own migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
     with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
         futures: list[Future[ImageOutcome]] = [
             pool.submit(contextvars.copy_context().run, one, image, request) for image in images

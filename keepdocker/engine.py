@@ -537,7 +537,8 @@ class DockerEngine:
                 sink.write(chunk)
                 total += len(chunk)
                 if progress is not None:
-                    progress(total, max(expected, total))
+                    # The engine's size is an estimate: once passed, the total is unknown until finish().
+                    progress(total, expected if expected > total else 0)
                 tail = (tail + chunk)[-_TAIL:] if len(chunk) < _TAIL else chunk[-_TAIL:]
         if total % 512 == 0 and tail.endswith(_TAR_END):
             return total

@@ -111,9 +111,14 @@ def run(args: argparse.Namespace) -> int:
         from flows.push import push_image
 
         ok, result = run_flow(push_image, request)
-    finally:
-        if presave is not None:
+    except BaseException as exc:
+        # Ctrl-C ends at once: the background save (a daemon thread) dies with the process, and its temporary
+        # file is removed by the next save of the image. Any other end waits for it, so nothing is left half-written.
+        if presave is not None and not isinstance(exc, KeyboardInterrupt):
             presave.join()
+        raise
+    if presave is not None:
+        presave.join()
     if not ok:
         raise result
     print(result.collection_uuid)

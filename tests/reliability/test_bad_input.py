@@ -81,8 +81,8 @@ def test_upgrade_cli_refuses_every_attack(tmp_path: Path) -> None:
     assert tree(tmp_path) == before
 
 
-def test_upgrade_refuses_reference_malformed_cases(tmp_path: Path) -> None:
-    """The reference's section 1.7 cases not among the attacks: type errors, bad `created`, deep JSON, a BOM."""
+def test_upgrade_refuses_malformed_layer_jsons(tmp_path: Path) -> None:
+    """Layer jsons Docker's legacy load also refuses, beyond the attacks: type errors, bad `created`, deep JSON, BOM."""
     import random
 
     rng = random.Random(3)
