@@ -121,6 +121,7 @@ def test_missing_tag_says_so_and_files_nothing(cli_env: dict[str, str], docker_h
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert line.startswith("keepdocker push: error: no local image ci/hello:9.9 (present: ci/hello:1.0)"), line
+    assert "pull it (--pull)" in line and "pull=true" not in line, line  # the hint as this caller types it
     history, _ = _run("history", "ci/hello", env=cli_env)
     assert history.returncode == 1 and history.stdout.strip() == "no history for ci/hello:latest"
     history, _ = _run("history", "ci/hello", "9.9", env=cli_env)
