@@ -303,11 +303,14 @@ def test_sweep_with_a_corrupt_image_exits_1_and_migrates_the_others(stack: Stack
     (row,) = _history(stack, "evil/image:1")
     assert row["outcome"] == "failed" and attack.rule in row["reason"]
 
-    # A rerun (another flow run, maybe on the other worker) reuses the tar the first one downloaded.
+    # A rerun (another flow run, maybe on the other worker) reads the old tar from Keep again, in place (the native
+    # path keeps no local copy to reuse), and refuses it the same way without a retry: the refusal is permanent.
     code, out, rerun_id = stack.run("migrate-images/nightly", {"pdhs": [bad.collection.pdh]})
     assert code == 1, out
     assert [r["outcome"] for r in _history(stack, "evil/image:1")] == ["failed", "failed"]
-    assert _task_states(stack, rerun_id)[f"download-{bad.collection.pdh}"] == "Cached"
+    states = _task_states(stack, rerun_id)
+    assert states[f"in-place-{bad.collection.pdh}"] == "Failed", states
+    assert not any(name.startswith("download-") for name in states), states
 
 
 def test_ci_push_exits_0_and_a_missing_image_exits_1(stack: Stack) -> None:
