@@ -11,8 +11,7 @@ docker-registry and removes it from the engine. Then per round, each on a fresh 
 
 Prints wall seconds, the ratio (target <= 1.0) and where keepdocker's time went: the flow's task seconds read back
 from the server, and, measured in-process on the same image, the parts of the fetch task (skopeo copy into a ``dir:``
-layout, the verified conversion into an archive file, the copy into the cache). The last part answers whether
-streaming into Keep while writing the cache would pay: it could at best hide the cache copy behind the upload.
+layout, then the archive written straight into the cache entry).
 """
 
 from __future__ import annotations
@@ -32,12 +31,14 @@ from bench_push import (
     BIN,
     MIB,
     Timed,
+    _seconds,
+    api_post,
     bench_standin,
     bytecode_env,
     init_prefect_home,
     prefect_env,
     prefect_server,
-    push_breakdown,
+    task_runs,
     timed,
     warm_bytecode,
 )
@@ -100,8 +101,19 @@ def engine_round(work: Path, ref: str, docker_host: str, image_bytes: int) -> tu
     return pulled, result
 
 
+def last_push_breakdown(server_url: str) -> str:
+    """Flow and task seconds of the newest push-image run on the server."""
+    (run,) = api_post(
+        server_url,
+        "/flow_runs/filter",
+        {"flows": {"name": {"any_": ["push-image"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1},
+    )
+    per = {str(t["name"]).split("-")[0]: round(_seconds(t), 2) for t in task_runs(server_url, run["id"])}
+    return f"flow {_seconds(run):.1f} s, tasks {per}"
+
+
 def fetch_parts(ref: str, work: Path) -> dict[str, float]:
-    """Seconds of the fetch task's parts, in-process: skopeo copy, conversion, copy into the cache; and the whole."""
+    """Seconds of the fetch task's parts, in-process: skopeo copy, the archive written into the cache; the whole."""
     image = resolve_image(ref)
     parts: dict[str, float] = {}
     with _session(registry_host(parse_reference(image.pinned)), RegistryOptions(), work) as skopeo:
@@ -111,14 +123,8 @@ def fetch_parts(ref: str, work: Path) -> dict[str, float]:
         parts["skopeo copy"] = time.perf_counter() - t
         manifest = parse_manifest((blobs / "manifest.json").read_bytes())
         t = time.perf_counter()
-        with open(skopeo.work / "image.tar", "w+b") as f:
-            write_docker_archive(blobs, manifest, f)
-        parts["convert"] = time.perf_counter() - t
-        cache = TarCache(work / "cache1")
-        t = time.perf_counter()
-        with open(skopeo.work / "image.tar", "rb") as src:
-            cache.put_stream("x", lambda sink: shutil.copyfileobj(src, sink, 1 << 20))  # type: ignore[misc]
-        parts["cache copy"] = time.perf_counter() - t
+        TarCache(work / "cache1").put_stream("x", lambda sink: write_docker_archive(blobs, manifest, sink.write))
+        parts["archive into the cache (size pass, verified write, fsync)"] = time.perf_counter() - t
     t = time.perf_counter()
     fetch_to_cache(image, TarCache(work / "cache2"))
     parts["fetch_to_cache total"] = time.perf_counter() - t
@@ -158,7 +164,7 @@ def main() -> None:
                         f"+ arv-keepdocker {a.seconds:5.1f} s = {pulled + a.seconds:6.1f} s",
                         flush=True,
                     )
-                print(f"  keepdocker flow: {push_breakdown(url).split('; ')[-1]}")
+                print(f"  keepdocker flow: {last_push_breakdown(url)}")
             parts = fetch_parts(ref, work)
             print("  fetch parts (in-process): " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()))
             ratio = statistics.median(ours) / statistics.median(theirs)

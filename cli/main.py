@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 from cli.console import console_progress
 from keepdocker.errors import KeepdockerError, UsageError
+from keepdocker.options import use_cli_spelling
 
 # Each module has add_parser(subparsers) that sets `func(args) -> int` on its parser.
-COMMANDS = ("standin", "upgrade", "push", "images", "history", "migrate", "demo")
+COMMANDS = ("standin", "upgrade", "push", "images", "history", "migrate", "demo", "deployment_run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; errors become one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_cli_spelling()  # hints name --flags and IMAGE/TAG, as typed here, not flow parameters
     try:
         with console_progress(quiet=getattr(args, "quiet", False)):
             code: int = args.func(args)

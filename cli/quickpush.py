@@ -70,7 +70,7 @@ class PreSave:
     def __init__(self, engine_id: str) -> None:
         self.engine_id = engine_id
         self.error: KeepdockerError | OSError | None = None
-        self._thread = threading.Thread(target=self._save, name="presave", daemon=False)
+        self._thread = threading.Thread(target=self._save, name="presave", daemon=True)
 
     def start(self) -> PreSave:
         """Start saving; returns self."""
@@ -121,7 +121,7 @@ class PreFetch:
         self.image = image
         self.options = registry_options(target)
         self.error: KeepdockerError | OSError | None = None
-        self._thread = threading.Thread(target=self._fetch, name="prefetch", daemon=False)
+        self._thread = threading.Thread(target=self._fetch, name="prefetch", daemon=True)
 
     def start(self) -> PreFetch:
         """Start fetching; returns self."""

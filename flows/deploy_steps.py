@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from keepdocker.cache import default_cache_dir
 from keepdocker.errors import ConfigurationError
 
-__all__ = ["enter_checkout", "settings"]
+__all__ = ["enter_checkout", "register_blocks", "settings"]
 
 TIMEZONE_VAR = "KEEPDOCKER_NIGHTLY_TIMEZONE"
 DEFAULT_TIMEZONE = "UTC"
@@ -63,3 +63,14 @@ def enter_checkout() -> dict[str, str]:
         raise ConfigurationError(f"{root} holds no flows/migrate.py: run the worker from a keepdocker-flows checkout")
     os.chdir(root)
     return {"directory": str(root)}
+
+
+def register_blocks() -> dict[str, str]:
+    """Build step, run by `prefect deploy`: register the arvados-credentials block type with the server.
+
+    Then the UI offers it under Blocks, and flow runs can name a saved one in their credentials_block parameter.
+    """
+    from tasks.credentials import ArvadosCredentials
+
+    ArvadosCredentials.register_type_and_schema()
+    return {"credentials_block_type": ArvadosCredentials.get_block_type_slug()}

@@ -18,10 +18,24 @@ from prefect.deployments import run_deployment
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.params import MigrateImageRequest, MigrateRequest
+from flows.params import (
+    Concurrency,
+    CredentialsBlock,
+    DryRun,
+    FanOut,
+    Limit,
+    MigrateProject,
+    OldPdh,
+    OldPdhs,
+    StrategyChoice,
+    Verify,
+    optional,
+)
+from flows.states import completed, failed
 from keepdocker.arv.migration import V1Image
 from keepdocker.arv.push import UploadRequest
 from keepdocker.errors import KeepdockerError, PartialFailureError
+from keepdocker.requests import MigrateImageRequest, MigrateRequest
 from tasks.discover import discover_v1
 from tasks.download import download
 from tasks.history import history_row, record_history
@@ -179,9 +193,11 @@ def migrate_one(
                 "bytes_written": placed.bytes_written,
             }
         )
-    except Exception as exc:
-        message = exc.message if isinstance(exc, KeepdockerError) else f"{type(exc).__name__}: {exc}"
-        result = result.model_copy(update={"outcome": "failed", "error": message})
+    except KeepdockerError as exc:
+        result = result.model_copy(update={"outcome": "failed", "error": exc.message})
+    except Exception as exc:  # a bug, not the image: it still fails alone, and the traceback goes to the run's log
+        get_run_logger().exception("migrating %s failed unexpectedly", image.pdh)
+        result = result.model_copy(update={"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"})
     result = result.model_copy(update={"seconds": time.monotonic() - started})
     # Filed under every tag of the image and both IDs, so any name the user knows finds the migration.
     row = history_row(
@@ -209,10 +225,13 @@ def migrate_one(
 def run_fanned_out(image: V1Image, request: MigrateRequest) -> ImageOutcome:
     """Migrate one image as its own flow run of the fan-out deployment (any worker on the pool may take it)."""
     started = time.monotonic()
-    params = MigrateImageRequest(
-        pdh=image.pdh, strategy=request.strategy, verify=request.verify, credentials_block=request.credentials_block
-    )
-    run = cast(FlowRun, run_deployment(FANOUT_DEPLOYMENT, parameters={"request": params.model_dump()}, timeout=None))
+    parameters = {
+        "pdh": image.pdh,
+        "strategy": request.strategy,
+        "verify": request.verify,
+        "credentials_block": request.credentials_block or "",
+    }
+    run = cast(FlowRun, run_deployment(FANOUT_DEPLOYMENT, parameters=parameters, timeout=None))
     state = run.state
     result = _outcome(image).model_copy(update={"seconds": time.monotonic() - started})
     if state is not None and state.is_completed():
@@ -222,8 +241,27 @@ def run_fanned_out(image: V1Image, request: MigrateRequest) -> ImageOutcome:
 
 
 @flow(name="migrate-image")
-def migrate_image(request: MigrateImageRequest) -> ImageOutcome | None:
-    """Migrate the v1 image with this PDH (None when it is already migrated); fails when the image fails."""
+def migrate_image(
+    pdh: OldPdh,
+    strategy: StrategyChoice = "native",
+    verify: Verify = False,
+    credentials_block: CredentialsBlock = "",
+) -> ImageOutcome | None:
+    """Migrate the v1 image with this PDH (None when already migrated); the state message says what happened."""
+    try:
+        request = MigrateImageRequest(
+            pdh=pdh, strategy=strategy, verify=verify, credentials_block=optional(credentials_block)
+        )
+        outcome = migrate_pdh(request)
+    except KeepdockerError as exc:
+        return failed(exc, ImageOutcome)
+    if outcome is None:
+        return completed(None, f"{pdh}: nothing to do (already migrated, or not a readable v1 image)")
+    return completed(outcome, f"{outcome.image} ({pdh}) migrated: {outcome.collection} ({outcome.new_pdh})")
+
+
+def migrate_pdh(request: MigrateImageRequest) -> ImageOutcome | None:
+    """Migrate one image by PDH; raises PartialFailureError with its outcome when it fails."""
     found = discover_v1(pdhs=[request.pdh], credentials_block=request.credentials_block)
     if not found:
         get_run_logger().info("%s: nothing to do (already migrated, or not a readable v1 image)", request.pdh)
@@ -251,10 +289,44 @@ def _plan_table(images: list[V1Image]) -> list[dict[str, Any]]:
 
 
 @flow(name="migrate-images", log_prints=False)
-def migrate_images(request: MigrateRequest) -> MigrationReport:
-    """Migrate every v1 image in scope; fails (after finishing the others) when any image failed."""
+def migrate_images(
+    dry_run: DryRun = False,
+    project_uuid: MigrateProject = "",
+    pdhs: OldPdhs = (),
+    limit: Limit = 0,
+    concurrency: Concurrency = 2,
+    strategy: StrategyChoice = "native",
+    verify: Verify = False,
+    fan_out: FanOut = False,
+    credentials_block: CredentialsBlock = "",
+) -> MigrationReport:
+    """Migrate every v1 image in scope; the state message counts the outcomes, or names the failed images."""
+    try:
+        request = MigrateRequest(
+            dry_run=dry_run,
+            project_uuid=optional(project_uuid),
+            pdhs=tuple(pdhs),
+            limit=limit or None,
+            concurrency=concurrency,
+            strategy=strategy,
+            verify=verify,
+            fan_out=fan_out,
+            credentials_block=optional(credentials_block),
+        )
+        report = sweep(request)
+    except KeepdockerError as exc:
+        return failed(exc, MigrationReport)
+    if report.dry_run:
+        return completed(
+            report, f"dry run: {len(report.images)} image(s), {report.total_bytes} bytes would be migrated"
+        )
+    return completed(report, f"{len(report.images)} image(s) migrated, 0 failed")
+
+
+def sweep(request: MigrateRequest) -> MigrationReport:
+    """Migrate every v1 image in scope; raises PartialFailureError (after finishing the others) when any failed."""
     logger = get_run_logger()
-    images = discover_v1(request.project_uuid, request.pdhs or None, request.limit, request.credentials_block)
+    images = discover_v1(request.project_uuid, list(request.pdhs) or None, request.limit, request.credentials_block)
     if request.dry_run:
         report = MigrationReport(dry_run=True, images=[_outcome(i) for i in images])
         create_table_artifact(
@@ -282,9 +354,9 @@ def migrate_images(request: MigrateRequest) -> MigrationReport:
         return run_fanned_out(image, request) if request.fan_out else migrate_one(image, request, write_later)
 
     # A plain thread pool, not Prefect's task runner: the unit of concurrency is one image's whole sequence of task
-    # calls (download, upgrade, upload, verify, link), which fails alone and moves the progress artifact as it ends;
-    # .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each image as its own
-    # migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
+    # calls (in place, or download, upgrade, upload; then verify, link), which fails alone and moves the progress
+    # artifact as it ends; .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each
+    # image as its own migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
     with (
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="history") as history_pool,
         ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool,

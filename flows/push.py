@@ -12,10 +12,28 @@ from prefect import flow
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from flows.params import PushRequest
+from flows.params import (
+    AllowHttp,
+    CollectionName,
+    CredentialsBlock,
+    Force,
+    ForceImageFormat,
+    FromArchive,
+    FromRegistry,
+    Image,
+    Platform,
+    ProjectUuid,
+    Pull,
+    RegistryCa,
+    Tag,
+    optional,
+)
+from flows.states import completed, failed
 from keepdocker.arv.push import UploadRequest
 from keepdocker.errors import CacheCorruptError, KeepdockerError, MalformedArchiveError
 from keepdocker.push_plan import PushPlan, archive_identity
+from keepdocker.registry import DEFAULT_PLATFORM
+from keepdocker.requests import PushRequest
 from tasks.discover import discover_push
 from tasks.fetch import fetch_from_registry
 from tasks.history import history_row, record_history
@@ -120,7 +138,50 @@ def _save_and_upload(
 
 
 @flow(name="push-image")
-def push_image(request: PushRequest) -> PushResult:
+def push_image(
+    image: Image = "",
+    tag: Tag = "",
+    project_uuid: ProjectUuid = "",
+    name: CollectionName = "",
+    force: Force = False,
+    pull: Pull = False,
+    force_image_format: ForceImageFormat = False,
+    from_archive: FromArchive = "",
+    from_registry: FromRegistry = False,
+    platform: Platform = DEFAULT_PLATFORM,
+    allow_http: AllowHttp = False,
+    registry_ca: RegistryCa = "",
+    credentials_block: CredentialsBlock = "",
+) -> PushResult:
+    """Push an image into Arvados; the run's state message names the collection, or the reason it failed."""
+    try:
+        request = PushRequest(
+            image=optional(image),
+            tag=optional(tag),
+            project_uuid=optional(project_uuid),
+            name=name or None,
+            force=force,
+            pull=pull,
+            force_image_format=force_image_format,
+            from_archive=optional(from_archive),
+            from_registry=from_registry,
+            platform=platform,
+            allow_http=allow_http,
+            registry_ca=optional(registry_ca),
+            credentials_block=optional(credentials_block),
+        )
+    except KeepdockerError as exc:
+        return failed(exc, PushResult)
+    try:
+        result = push(request)
+    except KeepdockerError as exc:
+        get_run_logger().error("push of %s failed: %s", request.image or request.from_archive, exc.message)
+        return failed(exc, PushResult)
+    label = result.tags[0] if result.tags else result.image_id[:19]
+    return completed(result, f"{result.collection_uuid} {result.action}: {label} ({result.pdh})")
+
+
+def push(request: PushRequest) -> PushResult:
     """Push ``request.image`` into Arvados; returns the collection, PDH, image ID and the action taken."""
     started = time.monotonic()
     plan: PushPlan | None = None

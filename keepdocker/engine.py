@@ -49,6 +49,7 @@ from keepdocker.errors import (
     KeepdockerError,
     UsageError,
 )
+from keepdocker.options import setting
 from keepdocker.progress import Progress
 from keepdocker.references import ImageReference, parse_reference
 
@@ -442,8 +443,8 @@ class DockerEngine:
                 hint = f" (present: {', '.join(others[:10])})"
         what = ref.familiar() if ref.repository is not None else f"matches {ref.text!r}"
         raise ImageNotFoundError(
-            f"no local image {what}{hint} in the Docker engine at {self.host}; pull it (--pull), "
-            "build it, or check `docker images`"
+            f"no local image {what}{hint} in the Docker engine at {self.host}; "
+            f"pull it ({setting('pull')}), build it, or check `docker images`"
         )
 
     def _ambiguous(self, what: str, candidates: list[LocalImage]) -> NoReturn:
@@ -536,7 +537,8 @@ class DockerEngine:
                 sink.write(chunk)
                 total += len(chunk)
                 if progress is not None:
-                    progress(total, max(expected, total))
+                    # The engine's size is an estimate: once passed, the total is unknown until finish().
+                    progress(total, expected if expected > total else 0)
                 tail = (tail + chunk)[-_TAIL:] if len(chunk) < _TAIL else chunk[-_TAIL:]
         if total % 512 == 0 and tail.endswith(_TAR_END):
             return total

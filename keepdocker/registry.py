@@ -8,7 +8,8 @@ what to ask for and checks what comes back:
   the manifest for the wanted platform here, and every manifest fetched by digest is re-hashed. The image ID is the
   config digest, known before any layer is downloaded, so a push can find the image already in Arvados first.
 * ``fetch_to_cache`` copies the image pinned by manifest digest into a private temporary ``dir:`` layout (``skopeo
-  copy``), then ``write_docker_archive`` converts it into the tar cache, checking every blob and diff ID.
+  copy``), then ``write_docker_archive`` writes the archive straight into the tar cache entry, checking every blob
+  and diff ID as it goes (a failed check discards the entry).
 
 Secrets never reach argv, logs or parameters: skopeo reads credentials from an auth file (the user's Docker config,
 ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``, or a private 0600 temporary file written from explicit
@@ -43,7 +44,6 @@ from keepdocker.errors import (
     RegistryUnavailableError,
     UsageError,
 )
-from keepdocker.images import limits
 from keepdocker.images.distribution import (
     Platform,
     config_platform,
@@ -362,12 +362,6 @@ def fetch_to_cache(image: RegistryImage, cache: TarCache, options: RegistryOptio
             manifest = parse_manifest(raw, what)
             if manifest.config.digest != image.image_id:
                 raise RegistryError(f"{what}: the fetched manifest names config {manifest.config.digest}")
-            tar = skopeo.work / "image.tar"
-            with open(tar, "w+b") as f:
-                write_docker_archive(blobs, manifest, f)
-            shutil.rmtree(blobs)
-            with open(tar, "rb") as f:
-                while chunk := f.read(limits.CHUNK_BYTES):
-                    sink.write(chunk)
+            write_docker_archive(blobs, manifest, sink.write)  # straight into the cache entry, verified as it goes
 
     return cache.put_stream(image.image_id, fill)

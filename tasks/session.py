@@ -1,15 +1,13 @@
-"""Arvados credentials for tasks: the worker's environment, or a Prefect Secret block named in a parameter."""
+"""Arvados credentials for tasks: the worker's environment, or an arvados-credentials block named in a parameter."""
 
 from __future__ import annotations
 
-import json
 import threading
-from typing import Any, cast
-
-from prefect.blocks.system import Secret
+from typing import cast
 
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
 from keepdocker.errors import ConfigurationError
+from tasks.credentials import ArvadosCredentials
 
 __all__ = ["arvados_session"]
 
@@ -21,18 +19,15 @@ def _config(credentials_block: str | None) -> ArvadosConfig:
     if not credentials_block:
         return ArvadosConfig.from_env()
     try:
-        raw = cast("Secret[Any]", Secret.load(credentials_block)).get()
-    except ValueError as exc:
-        raise ConfigurationError(f"Secret block {credentials_block!r} not found: create it first") from exc
-    try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
+        block = cast(ArvadosCredentials, ArvadosCredentials.load(credentials_block))
     except ValueError:
-        data = None  # never chain the decode error: it carries the secret's text
-    if not isinstance(data, dict) or "ARVADOS_API_HOST" not in data or "ARVADOS_API_TOKEN" not in data:
+        # Raised for a missing document and for one whose data does not fit the type: neither message is chained,
+        # since pydantic's would quote the stored values.
         raise ConfigurationError(
-            f"Secret block {credentials_block!r} must hold JSON with ARVADOS_API_HOST and ARVADOS_API_TOKEN"
+            f"arvados-credentials block {credentials_block!r} not found or incomplete: create it in the UI (Blocks) "
+            "or with ArvadosCredentials(host=..., token=...).save(name)"
         ) from None
-    return ArvadosConfig.from_env({k: str(v) for k, v in data.items()})
+    return block.config()
 
 
 def arvados_session(credentials_block: str | None = None) -> ArvadosSession:

@@ -45,3 +45,10 @@ def test_cli_parser_loads_no_prefect() -> None:
     code = "import sys\nfrom cli.main import build_parser\nbuild_parser()\nprint('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tasks_never_import_flows() -> None:
+    """Tasks take the core's typed requests, never a flow's parameters: no task module imports flows or the CLI."""
+    tasks = CORE.parent / "tasks"
+    offenders = {p.name: sorted(_imported_roots(p) & {"flows", "cli"}) for p in tasks.rglob("*.py")}
+    assert len(offenders) > 5 and {k: v for k, v in offenders.items() if v} == {}

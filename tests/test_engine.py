@@ -114,6 +114,21 @@ def test_missing_image_message(engine: DockerEngine, image_id: str) -> None:
 
 
 @pytest.mark.engine
+def test_missing_image_hint_follows_the_callers_spelling(engine: DockerEngine, image_id: str) -> None:
+    """The pull hint is a parameter (pull=true) for flow runs and a flag (--pull) under the CLI."""
+    from keepdocker.options import use_cli_spelling
+
+    with pytest.raises(ImageNotFoundError, match=r"pull it \(pull=true\)"):
+        engine.resolve(f"{REPO}:nope")
+    use_cli_spelling()
+    try:
+        with pytest.raises(ImageNotFoundError, match=r"pull it \(--pull\)"):
+            engine.resolve(f"{REPO}:nope")
+    finally:
+        use_cli_spelling(False)
+
+
+@pytest.mark.engine
 def test_save_load_round_trip(engine: DockerEngine, docker_host: str, tmp_path: Path) -> None:
     """A saved archive, loaded after the image is removed, gives back the same ID and tag; size and sha256 match."""
     iid = build_image(docker_host, "kdtest-engine/roundtrip", "r1", seed=7, payload_bytes=300_000)

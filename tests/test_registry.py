@@ -251,3 +251,41 @@ def test_digest_reference_is_checked(registry: str, no_engine: None) -> None:
     assert (found.manifest_digest, found.image_id, found.repo_tag) == (digest, image_id, f"{registry}/kd/dig:v1")
     with pytest.raises(ImageNotFoundError):
         resolve_image(f"{registry}/kd/dig@sha256:{'0' * 64}")
+
+
+def test_streamed_archive_is_the_writers_layout(tmp_path: Path) -> None:
+    """Written front to back, the archive has DockerArchiveWriter's exact bytes (a repeated layer stored once)."""
+    import hashlib
+    import io
+
+    from keepdocker.images.distribution import Descriptor, ImageManifest, write_docker_archive
+    from keepdocker.images.docker_archive import DockerArchiveWriter, manifest_bytes, repositories_bytes
+
+    tars = [rootfs_tar(12, busybox=False), rootfs_tar(13, busybox=False, payload_bytes=70_000)]
+    layers = [tars[0], tars[1], tars[0]]
+    blobs = [gzip.compress(layers[0], mtime=0), layers[1], gzip.compress(layers[2], mtime=1)]
+    diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    directory = tmp_path / "blobs"
+    directory.mkdir()
+    descs = []
+    for data in [config.encode(), *blobs]:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (directory / digest[7:]).write_bytes(data)
+        descs.append(Descriptor("application/octet-stream", digest, len(data)))
+    manifest = ImageManifest("application/vnd.oci.image.manifest.v1+json", descs[0], tuple(descs[1:]))
+    out = io.BytesIO()
+    image = write_docker_archive(directory, manifest, out.write, ["kd/same:v1"])
+
+    reference = io.BytesIO()
+    writer = DockerArchiveWriter(reference)
+    paths = []
+    for data, diff_id in zip(layers, diff_ids, strict=True):
+        writer.start_layer()(data)
+        paths.append(writer.finish_layer(diff_id))
+    writer.add_file(f"{image.id[7:]}.json", config.encode())
+    writer.add_file("manifest.json", manifest_bytes([(image.id, ["kd/same:v1"], paths)]))
+    writer.add_file("repositories", repositories_bytes({"kd/same:v1": paths[-1].split("/")[0]}))
+    writer.close()
+    assert out.getvalue() == reference.getvalue()
+    assert image.id == descs[0].digest and [layer.size for layer in image.layers] == [len(t) for t in layers]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 from cli.preflight import check_prefect_api
 from keepdocker.cache import default_cache_dir
-from keepdocker.errors import KeepdockerError, UsageError
+from keepdocker.errors import KeepdockerError
 
 
 def prepare_prefect() -> None:
@@ -22,9 +23,14 @@ def prepare_prefect() -> None:
     check_prefect_api()
 
 
+def flow_parameters(request: Any) -> dict[str, Any]:
+    """A core request (keepdocker.requests) as its flow's flat keyword parameters; unset options keep the defaults."""
+    return {k: v for k, v in dataclasses.asdict(request).items() if v is not None}
+
+
 def run_flow(flow_fn: Any, request: Any) -> tuple[bool, Any]:
-    """Run a flow and return (completed, result); a flow's own failure comes back as its exception object."""
-    state = flow_fn(request, return_state=True)
+    """Run a flow with a validated request and return (completed, result); a failure comes back as its exception."""
+    state = flow_fn(**flow_parameters(request), return_state=True)
     result = state.result(raise_on_failure=False)
     if state.is_completed():
         return True, result
@@ -33,10 +39,3 @@ def run_flow(flow_fn: Any, request: Any) -> tuple[bool, Any]:
     if isinstance(result, BaseException):
         raise result
     raise KeepdockerError(f"flow ended in state {state.name}: {state.message}")
-
-
-def usage_error(exc: Any) -> UsageError:
-    """A pydantic ValidationError as one line naming the first bad field."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "arguments"
-    return UsageError(f"{field}: {err.get('msg', 'invalid')}")

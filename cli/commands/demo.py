@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from cli.commands.history import print_history
     from cli.commands.migrate import print_report
     from flows.migrate import migrate_images
-    from flows.params import MigrateRequest
+    from keepdocker.requests import MigrateRequest
     from keepdocker.testing.standin import running_standin
 
     data_dir: Path = args.data_dir or default_data_dir()

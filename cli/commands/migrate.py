@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cli.commands._flowrun import prepare_prefect, run_flow, usage_error
+from cli.commands._flowrun import prepare_prefect, run_flow
 from keepdocker.errors import PartialFailureError
 
 
@@ -59,24 +59,20 @@ def print_report(report: Any, out: Any = sys.stdout) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the arguments, run the flow, print the summary."""
+    from keepdocker.requests import MigrateRequest  # imported here: `keepdocker --help` stays fast
+
+    request = MigrateRequest(
+        dry_run=args.dry_run,
+        project_uuid=args.project_uuid,
+        pdhs=tuple(args.pdhs),
+        limit=args.limit,
+        concurrency=args.concurrency,
+        strategy=args.strategy,
+        verify=args.verify,
+    )
     prepare_prefect()
-    from pydantic import ValidationError
-
     from flows.migrate import migrate_images
-    from flows.params import MigrateRequest
 
-    try:
-        request = MigrateRequest(
-            dry_run=args.dry_run,
-            project_uuid=args.project_uuid,
-            pdhs=args.pdhs,
-            limit=args.limit,
-            concurrency=args.concurrency,
-            strategy=args.strategy,
-            verify=args.verify,
-        )
-    except ValidationError as exc:
-        raise usage_error(exc) from exc
     ok, result = run_flow(migrate_images, request)
     if ok:
         print_report(result)

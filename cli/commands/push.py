@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.commands._flowrun import prepare_prefect, run_flow, usage_error
+from cli.commands._flowrun import prepare_prefect, run_flow
 
 DEFAULT_PLATFORM = "linux/amd64"  # keepdocker.registry.DEFAULT_PLATFORM; not imported, to keep --help fast
 
@@ -57,27 +57,22 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, run the flow, print the collection UUID."""
-    from pydantic import ValidationError
+    from keepdocker.requests import PushRequest  # imported here: `keepdocker --help` stays fast
 
-    from flows.params import PushRequest
-
-    try:
-        request = PushRequest(
-            image=args.image,
-            tag=args.tag,
-            project_uuid=args.project_uuid,
-            name=args.name,
-            force=args.force,
-            pull=args.pull,
-            force_image_format=args.force_image_format,
-            from_archive=args.from_archive,
-            from_registry=args.from_registry,
-            platform=args.platform,
-            allow_http=args.allow_http,
-            registry_ca=str(Path(args.registry_ca).resolve()) if args.registry_ca else None,
-        )
-    except ValidationError as exc:
-        raise usage_error(exc) from exc
+    request = PushRequest(
+        image=args.image,
+        tag=args.tag,
+        project_uuid=args.project_uuid,
+        name=args.name,
+        force=args.force,
+        pull=args.pull,
+        force_image_format=args.force_image_format,
+        from_archive=args.from_archive,
+        from_registry=args.from_registry,
+        platform=args.platform,
+        allow_http=args.allow_http,
+        registry_ca=str(Path(args.registry_ca).resolve()) if args.registry_ca else None,
+    )
     presave: Any = None  # a PreSave or PreFetch
     if args.from_registry and not args.force:
         from cli.quickpush import PreFetch, quick_look_registry
@@ -102,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     elif not (args.from_archive or args.pull or args.force):
         from cli.quickpush import PreSave, quick_look
 
-        look = quick_look(args.image, args.tag, args.project_uuid, force_image_format=args.force_image_format)
+        look = quick_look(
+            request.image or "", request.tag, request.project_uuid, force_image_format=args.force_image_format
+        )
         if look.present_uuid is not None:
             # Nothing to do is answered without starting a flow run (and so without a history row).
             print(look.present_uuid)
@@ -114,9 +111,14 @@ def run(args: argparse.Namespace) -> int:
         from flows.push import push_image
 
         ok, result = run_flow(push_image, request)
-    finally:
-        if presave is not None:
+    except BaseException as exc:
+        # Ctrl-C ends at once: the background save (a daemon thread) dies with the process, and its temporary
+        # file is removed by the next save of the image. Any other end waits for it, so nothing is left half-written.
+        if presave is not None and not isinstance(exc, KeyboardInterrupt):
             presave.join()
+        raise
+    if presave is not None:
+        presave.join()
     if not ok:
         raise result
     print(result.collection_uuid)

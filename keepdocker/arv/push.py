@@ -24,6 +24,7 @@ from keepdocker.arv.catalog import (
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.arv.transfer import CollectionRef, single_tar, upload_tar
 from keepdocker.errors import ArvadosError, ConfigurationError, ImageNotFoundError
+from keepdocker.options import setting
 from keepdocker.progress import Progress
 
 __all__ = [
@@ -87,7 +88,7 @@ def check_image_format(session: ArvadosSession, force: bool) -> None:
     if "v2" in formats or force:
         return
     said = f"supports only {formats}" if formats else "does not say which image formats it supports"
-    raise ConfigurationError(f"the cluster {said}; pass --force-image-format to store a v2 image anyway")
+    raise ConfigurationError(f"the cluster {said}; set {setting('force_image_format')} to store a v2 image anyway")
 
 
 def resolve_owner(session: ArvadosSession, project_uuid: str | None) -> str:

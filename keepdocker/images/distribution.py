@@ -3,9 +3,10 @@
 A registry serves an image as a manifest (config descriptor + compressed layer descriptors), possibly behind a
 manifest list / OCI index with one manifest per platform. ``write_docker_archive`` turns a directory of fetched blobs
 (file name = digest hex, as skopeo's ``dir:`` transport writes them) into the Docker 1.10-24 archive layout crunch-run
-loads, checking every byte on the way: each blob's sha256 and size against its descriptor, and each decompressed
-layer's sha256 against the config's ``rootfs.diff_ids``. The config bytes are written unchanged, so the image ID
-(``sha256:`` + sha256 of the config) is the manifest's config digest, exactly what ``docker pull`` reports.
+loads (the bytes ``DockerArchiveWriter`` lays out, written front to back), checking every byte on the way: each
+blob's sha256 and size against its descriptor, and each decompressed layer's sha256 against the config's
+``rootfs.diff_ids``. The config bytes are written unchanged, so the image ID (``sha256:`` + sha256 of the config) is
+the manifest's config digest, exactly what ``docker pull`` reports.
 
 Layers may be uncompressed or gzip (decided by magic bytes, as Docker does); zstd layers are refused with one line.
 """
@@ -14,17 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from keepdocker.errors import ArchiveLimitError, RegistryError, UsageError
 from keepdocker.images import limits
-from keepdocker.images.docker_archive import DockerArchiveWriter, manifest_bytes, repositories_bytes
+from keepdocker.images.docker_archive import manifest_bytes, repositories_bytes, tar_header
 from keepdocker.images.model import DIGEST_RE, Image, Layer, config_created
-from keepdocker.images.tarscan import Compression, Decoder, sniff_compression
+from keepdocker.images.tarscan import BLOCK, Compression, Decoder, sniff_compression
 
 __all__ = [
     "INDEX_TYPES",
@@ -246,55 +248,94 @@ def _read_config(blobs: Path, desc: Descriptor) -> bytes:
     return data
 
 
-def _copy_layer(blob: Path, desc: Descriptor, diff_id: str, write: Any) -> int:
-    """Stream one compressed blob into ``write`` decompressed, checking its digest, size and diff ID; return bytes."""
-    where = f"layer {desc.digest[:19]}"
-    compressed, uncompressed = hashlib.sha256(), hashlib.sha256()
-    seen = produced = 0
-    decoder: Decoder | None = None
-    kind: Compression | None = None
-    with open(blob, "rb") as f:
-        while chunk := f.read(limits.CHUNK_BYTES):
-            if kind is None:
-                kind = sniff_compression(chunk)
-                if kind is Compression.ZSTD:
-                    raise RegistryError(
-                        f"{where} is zstd-compressed, which keepdocker cannot decompress; re-push the image with "
-                        "gzip layers (e.g. `skopeo copy --dest-compress-format gzip`)"
-                    )
-                if kind is not Compression.NONE and kind is not Compression.GZIP:
-                    raise RegistryError(f"{where} is {kind.value}-compressed; registry layers must be gzip or plain")
-                decoder = Decoder(kind, where) if kind is Compression.GZIP else None
-            seen += len(chunk)
-            compressed.update(chunk)
-            for piece in decoder.feed(chunk) if decoder is not None else (chunk,):
-                produced += len(piece)
-                if produced > limits.MAX_LAYER_BYTES:
-                    raise ArchiveLimitError(f"{where} decompresses to more than {limits.MAX_LAYER_BYTES >> 30} GiB")
-                if produced > limits.RATIO_FREE_BYTES and produced > limits.MAX_RATIO * max(seen, 1):
-                    raise ArchiveLimitError(f"{where} decompresses more than {limits.MAX_RATIO}:1; refusing a bomb")
-                uncompressed.update(piece)
-                write(piece)
-    if decoder is not None:
-        decoder.finish()
-    if seen != desc.size or "sha256:" + compressed.hexdigest() != desc.digest:
-        raise RegistryError(
-            f"{where}: fetched blob ({seen} bytes, sha256:{compressed.hexdigest()[:12]}) does not match the manifest "
-            f"({desc.size} bytes): refusing it"
-        )
-    if "sha256:" + uncompressed.hexdigest() != diff_id:
-        raise RegistryError(
-            f"{where}: decompressed content has diff ID sha256:{uncompressed.hexdigest()[:12]}, the config says "
-            f"{diff_id[:19]}: the image is inconsistent"
-        )
-    return produced
+class _LayerReader:
+    """One compressed blob, decompressed in pieces (gzip or plain, by magic; zstd and others refused)."""
+
+    def __init__(self, blob: Path, desc: Descriptor) -> None:
+        self.blob = blob
+        self.desc = desc
+        self.where = f"layer {desc.digest[:19]}"
+
+    def pieces(self, compressed_hash: Any = None) -> Iterator[bytes]:
+        """The decompressed bytes; ``compressed_hash`` (a hashlib object) sees the blob as read."""
+        seen = produced = 0
+        decoder: Decoder | None = None
+        kind: Compression | None = None
+        with open(self.blob, "rb") as f:
+            while chunk := f.read(limits.CHUNK_BYTES):
+                if kind is None:
+                    kind = self._kind(chunk)
+                    decoder = Decoder(kind, self.where) if kind is Compression.GZIP else None
+                seen += len(chunk)
+                if compressed_hash is not None:
+                    compressed_hash.update(chunk)
+                for piece in decoder.feed(chunk) if decoder is not None else (chunk,):
+                    produced += len(piece)
+                    if produced > limits.MAX_LAYER_BYTES:
+                        raise ArchiveLimitError(
+                            f"{self.where} decompresses to more than {limits.MAX_LAYER_BYTES >> 30} GiB"
+                        )
+                    if produced > limits.RATIO_FREE_BYTES and produced > limits.MAX_RATIO * max(seen, 1):
+                        raise ArchiveLimitError(f"{self.where} decompresses more than {limits.MAX_RATIO}:1")
+                    yield piece
+        if decoder is not None:
+            decoder.finish()
+
+    def _kind(self, head: bytes) -> Compression:
+        kind = sniff_compression(head)
+        if kind is Compression.ZSTD:
+            raise RegistryError(
+                f"{self.where} is zstd-compressed, which keepdocker cannot decompress; re-push the image with "
+                "gzip layers (e.g. `skopeo copy --dest-compress-format gzip`)"
+            )
+        if kind is not Compression.NONE and kind is not Compression.GZIP:
+            raise RegistryError(f"{self.where} is {kind.value}-compressed; registry layers must be gzip or plain")
+        return kind
+
+    def size(self) -> int:
+        """The decompressed size (a plain blob's own size; a gzip blob is decompressed once to count)."""
+        with open(self.blob, "rb") as f:
+            if self._kind(f.read(8)) is Compression.NONE:
+                return os.fstat(f.fileno()).st_size
+        return sum(len(piece) for piece in self.pieces())
+
+    def copy(self, size: int, diff_id: str, write: Callable[[bytes], object]) -> None:
+        """Write the decompressed layer, checking the blob's digest and size, the diff ID and ``size``."""
+        compressed, uncompressed = hashlib.sha256(), hashlib.sha256()
+        produced = 0
+        for piece in self.pieces(compressed):
+            produced += len(piece)
+            if produced > size:
+                raise RegistryError(f"{self.where}: the blob changed while it was converted (grew past {size})")
+            uncompressed.update(piece)
+            write(piece)
+        desc = self.desc
+        on_disk = self.blob.stat().st_size
+        if on_disk != desc.size or "sha256:" + compressed.hexdigest() != desc.digest:
+            raise RegistryError(
+                f"{self.where}: fetched blob ({on_disk} bytes, sha256:{compressed.hexdigest()[:12]}) does not match "
+                f"the manifest ({desc.size} bytes): refusing it"
+            )
+        if "sha256:" + uncompressed.hexdigest() != diff_id:
+            raise RegistryError(
+                f"{self.where}: decompressed content has diff ID sha256:{uncompressed.hexdigest()[:12]}, the config "
+                f"says {diff_id[:19]}: the image is inconsistent"
+            )
+        if produced != size:
+            raise RegistryError(f"{self.where}: the blob changed while it was converted ({produced} of {size} bytes)")
 
 
-def write_docker_archive(blobs: Path, manifest: ImageManifest, out: BinaryIO, tags: Sequence[str] = ()) -> Image:
-    """Write the image of ``manifest`` (blobs in ``blobs``, named by digest hex) onto seekable ``out``; return it.
+def write_docker_archive(
+    blobs: Path, manifest: ImageManifest, write: Callable[[bytes], object], tags: Sequence[str] = ()
+) -> Image:
+    """Write the image of ``manifest`` (blobs in ``blobs``, named by digest hex) to ``write``, in order; return it.
 
-    ``tags`` (familiar ``name:tag``) become the archive's RepoTags and ``repositories``. Raises RegistryError for a
-    blob that does not match its descriptor or a layer whose content does not match the config.
+    The bytes are exactly what ``DockerArchiveWriter`` lays out (layers once each in manifest order, the config,
+    manifest.json, repositories when tagged, the end marker), written front to back so they can go straight into
+    the tar cache: a first pass learns each layer's decompressed size for its tar header (a plain layer's is its
+    file size), the second writes it while checking every digest. ``tags`` (familiar ``name:tag``) become RepoTags.
+    Raises RegistryError for a blob that does not match its descriptor or a layer that does not match the config;
+    the caller must then discard what was written.
     """
     config = _read_config(blobs, manifest.config)
     image_id = manifest.config.digest
@@ -303,22 +344,28 @@ def write_docker_archive(blobs: Path, manifest: ImageManifest, out: BinaryIO, ta
         raise RegistryError(
             f"image {image_id[:19]}: the manifest lists {len(manifest.layers)} layers, the config {len(diff_ids)}"
         )
-    writer = DockerArchiveWriter(out)
-    paths: list[str] = []
-    layers: list[Layer] = []
-    try:
-        for desc, diff_id in zip(manifest.layers, diff_ids, strict=True):
-            write = writer.start_layer()
-            size = _copy_layer(blobs / desc.hex, desc, diff_id, write)
-            path = writer.finish_layer(diff_id)
-            paths.append(path)
-            layers.append(Layer(diff_id, size, path))
-    finally:
-        writer.abort()
-    writer.add_file(f"{image_id.removeprefix('sha256:')}.json", config)
+    paths = [f"{d.removeprefix('sha256:')}/layer.tar" for d in diff_ids]
+    sizes: dict[str, int] = {}
+    for desc, path in zip(manifest.layers, paths, strict=True):
+        if path not in sizes:
+            sizes[path] = _LayerReader(blobs / desc.hex, desc).size()
+    written: set[str] = set()
+    for desc, diff_id, path in zip(manifest.layers, diff_ids, paths, strict=True):
+        if path in written:
+            continue  # identical layers are stored once, as docker save and DockerArchiveWriter do
+        write(tar_header(path, sizes[path]))
+        _LayerReader(blobs / desc.hex, desc).copy(sizes[path], diff_id, write)
+        write(bytes(-sizes[path] % BLOCK))
+        written.add(path)
     tags = sorted(set(tags))
-    writer.add_file("manifest.json", manifest_bytes([(image_id, tags, paths)]))
+    files = [(f"{image_id.removeprefix('sha256:')}.json", config)]
+    files.append(("manifest.json", manifest_bytes([(image_id, tags, paths)])))
     if tags and paths:
-        writer.add_file("repositories", repositories_bytes({t: paths[-1].split("/", 1)[0] for t in tags}))
-    writer.close()
-    return Image(image_id, config, tuple(layers), tuple(tags), config_created(config))
+        files.append(("repositories", repositories_bytes({t: paths[-1].split("/", 1)[0] for t in tags})))
+    for name, data in files:
+        write(tar_header(name, len(data)))
+        write(data)
+        write(bytes(-len(data) % BLOCK))
+    write(bytes(2 * BLOCK))
+    layers = tuple(Layer(d, sizes[p], p) for d, p in zip(diff_ids, paths, strict=True))
+    return Image(image_id, config, layers, tuple(tags), config_created(config))

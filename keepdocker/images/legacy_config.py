@@ -2,7 +2,7 @@
 
 This mirrors moby's ``legacyLoadImage`` (image/tarexport/load.go), ``HistoryFromConfig`` and
 ``MakeConfigFromV1Config`` (image/v1/imagev1.go) and the store's ``NewFromJSON`` check, as built with go1.19
-(Docker 20.10): see docs in ../shared/reference/docker-v1-archives.md sections 1-2 and 7.
+(Docker 20.10); the Go ``encoding/json`` and ``time`` details that decide the bytes live in ``gojson`` and ``gotime``.
 
 Deliberate divergences (stricter than Docker): an ``os`` other than ``""``/``"linux"`` is refused (Docker may
 crash on it), and a key that folds to ``rootfs`` but overrides the generated root filesystem is refused (Docker's

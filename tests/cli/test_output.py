@@ -92,7 +92,8 @@ def test_push_shows_progress_logs_reach_the_server_and_a_noop_push_skips_prefect
     assert pushed.returncode == 0, pushed.stderr
     uuid = pushed.stdout.strip()
     lines = pushed.stderr.splitlines()
-    assert any(line.startswith(f"save {image_id[:19]}: ") and line.endswith(" done") for line in lines), lines
+    saved = [line for line in lines if line.startswith(f"save {image_id[:19]}: ") and line.endswith(" done")]
+    assert len(saved) == 1, lines  # one end per step, even when the tar outgrows the engine's size estimate
     assert any(line.startswith(f"upload {image_id[:19]}: ") and "MiB/s" in line for line in lines), lines
     assert not [line for line in lines if "|" in line or "Traceback" in line], lines  # no Prefect console noise
 
@@ -120,6 +121,7 @@ def test_missing_tag_says_so_and_files_nothing(cli_env: dict[str, str], docker_h
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert line.startswith("keepdocker push: error: no local image ci/hello:9.9 (present: ci/hello:1.0)"), line
+    assert "pull it (--pull)" in line and "pull=true" not in line, line  # the hint as this caller types it
     history, _ = _run("history", "ci/hello", env=cli_env)
     assert history.returncode == 1 and history.stdout.strip() == "no history for ci/hello:latest"
     history, _ = _run("history", "ci/hello", "9.9", env=cli_env)
@@ -173,3 +175,25 @@ def test_migrate_shows_download_convert_upload_progress(cli_env: dict[str, str],
         quiet, _ = _run("migrate", "--quiet", env=env)
         assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
         assert "1 migrated, 0 failed" in quiet.stdout
+
+
+@pytest.mark.engine
+def test_ctrl_c_during_the_background_save_exits_at_once(cli_env: dict[str, str], docker_host: str) -> None:
+    """SIGINT while the image is being saved ends the push with 130 at once, not after the save."""
+    import signal
+
+    build_image(docker_host, "kd/interrupt", "1", seed=73, payload_bytes=160 * MIB)
+    proc = subprocess.Popen(
+        [KEEPDOCKER, "push", "kd/interrupt:1"], env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the first progress line: the save has started
+    assert first.startswith("save sha256:"), first
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "keepdocker push: interrupted"
+    print(f"\nFIGURES exit {time.monotonic() - sent:.2f} s after SIGINT")
+    # It did not wait for the save: no finished cache entry (a sidecar is written only after the data is complete).
+    assert list(Path(cli_env["KEEPDOCKER_CACHE_DIR"]).glob("*.json")) == []

@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.engine]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POOL = "keepdocker"
 WATCH = ["--watch", "--watch-timeout", "420"]
-SECRET_BLOCK = "arvados-e2e"
+CREDENTIALS_BLOCK = "arvados-e2e"
+KEEPDOCKER = str(Path(sys.executable).parent / "keepdocker")
 
 
 @dataclass
@@ -48,11 +49,11 @@ class Stack:
     cache_dir: Path
     seeds: list[int] = field(default_factory=lambda: [300])
 
-    def run(self, deployment: str, request: dict[str, Any] | None = None, *extra: str) -> tuple[int, str, str]:
-        """`prefect deployment run DEPLOYMENT [--param request=JSON] --watch`: (exit code, output, flow run ID)."""
+    def run(self, deployment: str, params: dict[str, Any] | None = None, *extra: str) -> tuple[int, str, str]:
+        """`prefect deployment run DEPLOYMENT [--param KEY=JSON ...] --watch`: (exit code, output, flow run ID)."""
         args = ["deployment", "run", deployment, *WATCH, *extra]
-        if request is not None:
-            args += ["--param", f"request={json.dumps(request)}"]
+        for key, value in (params or {}).items():
+            args += ["--param", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
         done = run_prefect(args, self.cli_env, cwd=self.root, timeout=600)
         output = done.stdout + done.stderr
         found = re.search(r"UUID: ([0-9a-f-]{36})", output)
@@ -179,6 +180,17 @@ def _history(stack: Stack, image: str) -> list[dict[str, Any]]:
         return read_history(image)
 
 
+def _flow_run_state(stack: Stack, flow_run_id: str) -> Any:
+    from prefect import get_client
+
+    with prefect_api(stack.server.api_url), get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(flow_run_id)).state
+
+
+def _keepdocker(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KEEPDOCKER, *args], env=stack.cli_env, capture_output=True, text=True, timeout=600)
+
+
 def _task_states(stack: Stack, flow_run_id: str) -> dict[str, str]:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -189,7 +201,7 @@ def _task_states(stack: Stack, flow_run_id: str) -> dict[str, str]:
 
 
 def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -> None:
-    """nightly: 02:00 cron in the deploy-time zone, limit 1; ci: no limit; forms from the models; env baked in."""
+    """nightly: 02:00 cron, limit 1; ci: no limit; flat forms; env baked in; the credentials block type registered."""
     from prefect import get_client
 
     names = [
@@ -201,6 +213,9 @@ def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -
     ]
     with prefect_api(stack.server.api_url), get_client(sync_client=True) as client:
         deps = {name: client.read_deployment_by_name(name) for name in names}
+        # The deploy's register-blocks step made the credentials block type known to the server (and the UI).
+        block_type = client.read_block_type_by_slug("arvados-credentials")
+    assert block_type.name == "Arvados Credentials"
     nightly = deps["migrate-images/nightly"]
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in nightly.schedules] == [  # type: ignore[union-attr]
         ("0 2 * * *", "Europe/Berlin", True)
@@ -208,17 +223,25 @@ def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -
     assert nightly.global_concurrency_limit is not None and nightly.global_concurrency_limit.limit == 1
     assert nightly.concurrency_options is not None and nightly.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert nightly.parameters == {
-        "request": {"dry_run": False, "concurrency": 2, "strategy": "native", "verify": False, "fan_out": False}
+        "dry_run": False,
+        "concurrency": 2,
+        "strategy": "native",
+        "verify": False,
+        "fan_out": False,
     }
+    assert deps["migrate-images/adhoc"].parameters == {"dry_run": True}
     assert deps["push-image/ci"].global_concurrency_limit is None
     assert not deps["push-image/ci"].schedules and not deps["migrate-images/adhoc"].schedules
 
-    migrate_form = deps["migrate-images/adhoc"].parameter_openapi_schema["definitions"]["MigrateRequest"]
+    migrate_form = deps["migrate-images/adhoc"].parameter_openapi_schema
     assert migrate_form["properties"]["concurrency"]["maximum"] == 32
+    assert migrate_form["properties"]["dry_run"]["title"] == "Dry run"
     assert migrate_form["properties"]["dry_run"]["description"]
-    push_form = deps["push-image/adhoc"].parameter_openapi_schema["definitions"]["PushRequest"]
-    assert push_form["properties"]["image"]["anyOf"][0]["maxLength"] == 512
+    push_form = deps["push-image/adhoc"].parameter_openapi_schema
+    assert push_form["properties"]["image"]["maxLength"] == 512
+    assert push_form["properties"]["project_uuid"]["title"] == "Owner project"
     assert push_form["properties"]["platform"]["default"] == "linux/amd64"
+    assert not migrate_form.get("definitions") and not push_form.get("definitions")
     for name, dep in deps.items():
         assert dep.enforce_parameter_schema, name
         assert dep.work_pool_name == POOL, name
@@ -233,13 +256,18 @@ def test_deployments_carry_schedule_limits_forms_and_environment(stack: Stack) -
 
 
 def test_adhoc_dry_run_exits_0_and_writes_nothing(stack: Stack) -> None:
-    """`prefect deployment run 'migrate-images/adhoc' --param request={"dry_run": true} --watch` exits 0, no writes."""
+    """`--param dry_run=true` is accepted; overriding only concurrency keeps the adhoc default: still a dry run."""
     stack.seed(1, "dry")
     before = _counts(stack.session)
-    code, out, _ = stack.run("migrate-images/adhoc", {"dry_run": True})
+    code, out, _ = stack.run("migrate-images/adhoc", {"dry_run": "true"})
     assert code == 0, out
     assert "Completed" in out
+    code, out, run_id = stack.run("migrate-images/adhoc", {"concurrency": "1"})
+    assert code == 0, out
     assert _counts(stack.session) == before
+    state = _flow_run_state(stack, run_id)
+    assert state.name == "Completed"
+    assert state.message is not None and state.message.startswith("dry run: ")
 
 
 def test_nightly_sweep_migrates_seeded_images(stack: Stack) -> None:
@@ -275,17 +303,21 @@ def test_sweep_with_a_corrupt_image_exits_1_and_migrates_the_others(stack: Stack
     (row,) = _history(stack, "evil/image:1")
     assert row["outcome"] == "failed" and attack.rule in row["reason"]
 
-    # A rerun (another flow run, maybe on the other worker) reuses the tar the first one downloaded.
+    # A rerun (another flow run, maybe on the other worker) reads the old tar from Keep again, in place (the native
+    # path keeps no local copy to reuse), and refuses it the same way without a retry: the refusal is permanent.
     code, out, rerun_id = stack.run("migrate-images/nightly", {"pdhs": [bad.collection.pdh]})
     assert code == 1, out
     assert [r["outcome"] for r in _history(stack, "evil/image:1")] == ["failed", "failed"]
-    assert _task_states(stack, rerun_id)[f"download-{bad.collection.pdh}"] == "Cached"
+    states = _task_states(stack, rerun_id)
+    assert states[f"in-place-{bad.collection.pdh}"] == "Failed", states
+    assert not any(name.startswith("download-") for name in states), states
 
 
 def test_ci_push_exits_0_and_a_missing_image_exits_1(stack: Stack) -> None:
     """push-image/ci pushes an engine image (exit 0), a missing image exits 1 and files no history."""
     image_id = build_image(stack.docker_host, "kd/e2e-ci", "1", seed=61)
-    code, out, run_id = stack.run("push-image/ci", {"image": "kd/e2e-ci:1"})
+    # prefect's --param reads values as JSON: a tag that looks like a number is given as a JSON string.
+    code, out, run_id = stack.run("push-image/ci", {"image": "kd/e2e-ci", "tag": '"1"'})
     assert code == 0, out
     (tag_link,) = keyset(stack.session, "links", [["link_class", "=", REPO_TAG_LINK], ["name", "=", "kd/e2e-ci:1"]])
     (hash_link,) = keyset(stack.session, "links", [["link_class", "=", HASH_LINK], ["name", "=", image_id]])
@@ -313,38 +345,74 @@ def test_ci_push_from_a_registry_needs_no_engine(stack: Stack, tmp_path: Path) -
     with local_registry(tmp_path / "registry") as registry:
         _, image_id, _ = put_image(registry, "kd/e2e-reg", "1", [rootfs_tar(63, busybox=False)])
         no_engine = json.dumps({"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
-        request = {"image": f"{registry}/kd/e2e-reg:1", "from_registry": True}
-        code, out, _ = stack.run("push-image/ci", request, "--job-variable", f"env={no_engine}")
+        params = {"image": f"{registry}/kd/e2e-reg:1", "from_registry": True}
+        code, out, _ = stack.run("push-image/ci", params, "--job-variable", f"env={no_engine}")
     assert code == 0, out
     (hash_link,) = keyset(stack.session, "links", [["link_class", "=", HASH_LINK], ["name", "=", image_id]])
     assert hash_link["head_uuid"]
 
 
-def test_credentials_from_a_secret_block(stack: Stack) -> None:
-    """With credentials_block the flow uses the Secret block, even when the worker's own token is wrong."""
-    from prefect.blocks.system import Secret
+def test_ci_gets_the_answer_from_keepdocker_deployment_run(stack: Stack) -> None:
+    """deployment-run prints the collection UUID (exit 0), or one line with the reason in parameter form (exit 1)."""
+    build_image(stack.docker_host, "kd/e2e-answer", "1", seed=63)
+    done = _keepdocker(stack, "deployment-run", "push-image/ci", "--param", "image=kd/e2e-answer", "--param", "tag=1")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    uuid = line.split()[0]
+    (tag_link,) = keyset(stack.session, "links", [["link_class", "=", REPO_TAG_LINK], ["name", "=", "kd/e2e-answer:1"]])
+    assert tag_link["head_uuid"] == uuid and line == f"{uuid} uploaded: kd/e2e-answer:1 ({tag_link_pdh(stack, uuid)})"
 
-    creds = {k: v for k, v in stack.standin.client_env({}).items() if k.startswith("ARVADOS_")}
+    done = _keepdocker(stack, "deployment-run", "push-image/ci", "--param", "image=kd/e2e-answer:9.9")
+    assert done.returncode == 1, done.stderr
+    (reason,) = [line for line in done.stderr.splitlines() if "error" in line]
+    assert reason.startswith("keepdocker deployment-run: error: flow run ")
+    assert "Failed: no local image kd/e2e-answer:9.9 " in reason and "(pull=true)" in reason
+    assert "--pull" not in reason and done.stdout == ""
+
+    done = _keepdocker(stack, "deployment-run", "migrate-images/adhoc", "--param", "concurrency=99")
+    assert done.returncode == 2 and "concurrency" in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    done = _keepdocker(stack, "deployment-run", "push-image/nope", "--param", "image=x")
+    assert done.returncode == 2 and "no deployment 'push-image/nope'" in done.stderr, done.stderr
+
+
+def tag_link_pdh(stack: Stack, uuid: str) -> str:
+    """The portable data hash of a collection."""
+    return str(stack.session.api.collections().get(uuid=uuid).execute()["portable_data_hash"])
+
+
+def test_credentials_from_an_arvados_credentials_block(stack: Stack) -> None:
+    """With credentials_block the flow uses the typed block, even when the worker's own token is wrong."""
+    creds = stack.standin.client_env({})
+    register = run_prefect(["block", "register", "-m", "tasks.credentials"], stack.cli_env, cwd=REPO_ROOT)
+    assert register.returncode == 0, register.stdout + register.stderr
+    from tasks.credentials import ArvadosCredentials
+
     with prefect_api(stack.server.api_url):
-        Secret(value=creds).save(SECRET_BLOCK, overwrite=True)
+        ArvadosCredentials(
+            host=creds["ARVADOS_API_HOST"],
+            token=creds["ARVADOS_API_TOKEN"],  # type: ignore[arg-type]
+            insecure=creds.get("ARVADOS_API_HOST_INSECURE", "") in ("1", "true"),
+        ).save(CREDENTIALS_BLOCK, overwrite=True)
     image_id = build_image(stack.docker_host, "kd/e2e-secret", "1", seed=62)
     bad_env = json.dumps({"ARVADOS_API_TOKEN": "v2/zzzzz-gj3su-000000000000000/not-the-token"})
-    request = {"image": "kd/e2e-secret:1", "credentials_block": SECRET_BLOCK}
-    code, out, _ = stack.run("push-image/ci", request, "--job-variable", f"env={bad_env}")
+    params = {"image": "kd/e2e-secret:1", "credentials_block": CREDENTIALS_BLOCK}
+    code, out, _ = stack.run("push-image/ci", params, "--job-variable", f"env={bad_env}")
     assert code == 0, out
     rows = _history(stack, "kd/e2e-secret:1")
     assert rows[0]["outcome"] == "uploaded" and rows[0]["image_id"] == image_id
 
-    code, out, _ = stack.run("push-image/ci", {"image": "kd/e2e-secret:1", "credentials_block": "no-such-block"})
+    code, out, run_id = stack.run("push-image/ci", {"image": "kd/e2e-secret:1", "credentials_block": "no-such-block"})
     assert code == 1, out
+    message = _flow_run_state(stack, run_id).message
+    assert message.startswith("arvados-credentials block 'no-such-block' not found"), message
 
 
 def test_two_workers_share_a_fanned_out_sweep(stack: Stack) -> None:
     """fan_out=true runs one migrate-image/fanout flow run per image; both workers take some; each image once."""
     images = stack.seed(6, "fan")
     collections_before = len(keyset(stack.session, "collections", []))
-    request = {"fan_out": True, "concurrency": 4, "pdhs": [i.collection.pdh for i in images]}
-    code, out, parent_id = stack.run("migrate-images/adhoc", request)
+    params = {"dry_run": False, "fan_out": True, "concurrency": 4, "pdhs": [i.collection.pdh for i in images]}
+    code, out, parent_id = stack.run("migrate-images/adhoc", params)
     assert code == 0, out
 
     for img in images:

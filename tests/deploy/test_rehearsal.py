@@ -53,7 +53,7 @@ def test_rehearsal_commands_are_the_guides() -> None:
 @pytest.mark.slow
 @pytest.mark.engine
 def test_rehearsal_script_runs_as_written(tmp_path: Path) -> None:
-    """The block runs to exit 0: server, pool, deploy, worker, a dry run, a real sweep, history, push and no-op."""
+    """The block runs to exit 0: server, pool, deploy, worker, dry run, sweep, history, push, no-op, CI push."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("the rehearsal needs root and dockerd under CI")
@@ -85,5 +85,6 @@ def test_rehearsal_script_runs_as_written(tmp_path: Path) -> None:
         uuids = re.findall(r"^[0-9a-z]{5}-4zz18-[0-9a-z]{15}$", out, re.M)
         assert len(uuids) == 2 and uuids[0] == uuids[1], out  # the push and its no-op repeat
         assert re.search(r"^uploaded\s+push\s.*rehearsal/hello:1", out, re.M), out
+        assert re.search(r"^[0-9a-z]{5}-4zz18-[0-9a-z]{15} uploaded: rehearsal/hello:2", out, re.M), out  # CI
     finally:
         shutil.rmtree(rdir, ignore_errors=True)

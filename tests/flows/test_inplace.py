@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import random
 import re
@@ -15,7 +16,6 @@ import docker
 import pytest
 
 from flows.migrate import migrate_images
-from flows.params import MigrateRequest
 from keepdocker.arv.catalog import keyset
 from keepdocker.arv.client import ArvadosSession
 from keepdocker.arv.inplace import plan_in_place
@@ -120,7 +120,7 @@ def test_native_sweep_migrates_in_place_for_the_real_clients(
     the recorded ID, one tar per collection, arv-keepdocker lists them and resolution picks v2."""
     seeded = _seed_all(arvados, tmp_path)
     old_blocks = {b for s in seeded.values() for b, _, _ in _segments(_manifest(arvados, s.image.collection.uuid))[0]}
-    report = migrate_images(MigrateRequest(concurrency=2))
+    report = migrate_images(concurrency=2)
     by_old = {o.old_pdh: o for o in report.images}
     client = docker.DockerClient(base_url=docker_host)
     listing = subprocess.run(
@@ -178,7 +178,7 @@ def test_sweep_of_uncompressed_images_writes_under_one_percent(
         seed_v1_image(arvados, path, ids[-1], (f"pct/img{i}:1",))
         total += path.stat().st_size
     before = standin.keep_bytes()
-    report = migrate_images(MigrateRequest(concurrency=2))
+    report = migrate_images(concurrency=2)
     written = standin.keep_bytes() - before
     assert [o.path for o in report.images] == ["in place"] * 3
     assert 0 < written <= 0.01 * total, (written, total)
@@ -194,15 +194,18 @@ def test_malicious_archive_from_keep_is_refused_with_nothing_created(
     made = ATTACKS[attack]()
     path = tmp_path / "evil.tar"
     path.write_bytes(made.data)
-    bad = seed_v1_image(arvados, path, "e" * 64, ("evil/image:1",))
+    # A name and v1 ID of its own: the stand-in and the Prefect history are shared with other test files.
+    v1_id = hashlib.sha256(attack.encode()).hexdigest()
+    tag = f"evil/in-place-{attack.replace('_', '-')}:1"
+    bad = seed_v1_image(arvados, path, v1_id, (tag,))
     before = (len(keyset(arvados, "collections", [])), len(keyset(arvados, "links", [])))
     with pytest.raises(PartialFailureError) as info:
-        migrate_images(MigrateRequest(pdhs=[bad.collection.pdh]))
+        migrate_images(pdhs=(bad.collection.pdh,))
     (failed,) = info.value.report.images
     assert made.rule in failed.error
     assert (len(keyset(arvados, "collections", [])), len(keyset(arvados, "links", []))) == before
     with pytest.raises((MalformedArchiveError, UnsafeArchiveError, ArchiveLimitError)):
-        plan_in_place(arvados, bad.collection.pdh, ["evil/image:1"], "e" * 64)
+        plan_in_place(arvados, bad.collection.pdh, [tag], v1_id)
 
 
 def test_keep_503s_while_reading_are_retried(
@@ -214,7 +217,7 @@ def test_keep_503s_while_reading_are_retried(
     seeded = seed_v1_image_in_blocks(arvados, path.read_bytes(), ids[-1], ("flaky/img:1",), block_sizes=(200_003,))
     standin.extra_args = ["--keep-failure-rate", "0.3", "--seed", "5"]
     standin.restart()
-    report = migrate_images(MigrateRequest())
+    report = migrate_images()
     (o,) = report.images
     assert (o.outcome, o.path) == ("migrated", "in place"), o.error
     requests = standin.stats()["requests"]

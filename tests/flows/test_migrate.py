@@ -12,7 +12,6 @@ import docker
 import pytest
 
 from flows.migrate import migrate_images
-from flows.params import MigrateRequest
 from keepdocker.arv.catalog import HASH_LINK, MIGRATION_LINK, REPO_TAG_LINK, LinkSpec, create_links, keyset
 from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
 from keepdocker.arv.transfer import upload_tar
@@ -73,7 +72,7 @@ def _counts(session: ArvadosSession) -> tuple[int, int]:
 def test_dry_run_plans_and_writes_nothing(arvados: ArvadosSession, old_cluster: OldCluster) -> None:
     """dry_run lists every v1 image with its size and creates no collection or link."""
     before = _counts(arvados)
-    report = migrate_images(MigrateRequest(dry_run=True))
+    report = migrate_images(dry_run=True)
     assert report.dry_run
     assert sorted(i.old_pdh for i in report.images) == sorted(i.collection.pdh for i in old_cluster.images.values())
     assert all(i.bytes > 0 and i.outcome == "planned" for i in report.images)
@@ -91,7 +90,7 @@ def test_sweep_migrates_every_image_once(
         assert resolve_image(arvados, term, ("v1", "v2")) == old
         assert resolve_image(arvados, term, ("v2",)) is None
 
-    report = migrate_images(MigrateRequest(concurrency=2))
+    report = migrate_images(concurrency=2)
     assert [i.outcome for i in report.images] == ["migrated"] * 4
     by_old = {i.old_pdh: i for i in report.images}
     client = docker.DockerClient(base_url=docker_host)
@@ -121,7 +120,7 @@ def test_sweep_migrates_every_image_once(
         assert outcome.new_id in [i.id for i in loaded]
 
     before = _counts(arvados)
-    again = migrate_images(MigrateRequest())
+    again = migrate_images()
     assert again.images == []
     assert _counts(arvados) == before
 
@@ -135,7 +134,7 @@ def test_corrupt_image_fails_alone(
     bad_path.write_bytes(attack.data)
     bad = seed_v1_image(arvados, bad_path, "e" * 64, ("evil/image:1",))
     with pytest.raises(PartialFailureError) as info:
-        migrate_images(MigrateRequest(concurrency=2))
+        migrate_images(concurrency=2)
     report = info.value.report
     failed = [i for i in report.images if i.outcome == "failed"]
     assert [i.old_pdh for i in failed] == [bad.collection.pdh]
@@ -172,7 +171,7 @@ def test_images_no_engine_would_load_fail_and_are_never_published(arvados: Arvad
         seeded[name] = seed_v1_image(arvados, path, f"{i:x}" * 64, (f"unloadable/{name.replace('_', '-')}:1",))
     before = _counts(arvados)
     with pytest.raises(PartialFailureError) as info:
-        migrate_images(MigrateRequest(concurrency=2))
+        migrate_images(concurrency=2)
     outcomes = {i.old_pdh: i for i in info.value.report.images}
     assert len(outcomes) == len(unloadable)
     for name, image in seeded.items():
@@ -188,7 +187,7 @@ def test_non_admin_fails_before_any_write(
     before = _counts(arvados)
     monkeypatch.setenv("ARVADOS_API_TOKEN", standin.user_token)
     with pytest.raises(ConfigurationError, match="admin token"):
-        migrate_images(MigrateRequest())
+        migrate_images()
     assert _counts(arvados) == before
 
 
@@ -198,7 +197,7 @@ def test_engine_strategy_agrees_with_native(
 ) -> None:
     """The engine strategy (legacy load + save) yields the native converter's image ID, verified by loading."""
     img = old_cluster.images["app"]
-    report = migrate_images(MigrateRequest(pdhs=[img.collection.pdh], strategy="engine", verify=True))
+    report = migrate_images(pdhs=(img.collection.pdh,), strategy="engine", verify=True)
     (outcome,) = report.images
     native = upgrade_archive(old_cluster.archives["app"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
     assert outcome.outcome == "migrated"
@@ -215,7 +214,7 @@ def test_history_of_a_migration_answers_to_every_name(arvados: ArvadosSession, t
 
     # A fresh image of its own: the session's Prefect server keeps the histories other tests wrote.
     app, _ = _seed(arvados, tmp_path, "hist", 301, ("hist/app:1.0", "hist/app:latest"), None, True)
-    report = migrate_images(MigrateRequest(pdhs=[app.collection.pdh]))
+    report = migrate_images(pdhs=(app.collection.pdh,))
     (outcome,) = report.images
     assert outcome.outcome == "migrated" and outcome.v2_bytes > 0
     (row,) = read_history("hist/app:1.0")
@@ -248,7 +247,7 @@ def test_native_verify_loads_what_keep_serves(
 ) -> None:
     """With verify, the native strategy migrates after the new collection, read back from Keep, loads as its ID."""
     img = old_cluster.images["tool"]
-    report = migrate_images(MigrateRequest(pdhs=[img.collection.pdh], verify=True))
+    report = migrate_images(pdhs=(img.collection.pdh,), verify=True)
     (outcome,) = report.images
     native = upgrade_archive(old_cluster.archives["tool"], tmp_path / "native.tar", img.repo_tags, img.v1_id)
     assert (outcome.outcome, outcome.new_id) == ("migrated", native[0].id)
@@ -267,7 +266,7 @@ def test_verify_refuses_a_collection_that_does_not_load_as_the_id(
     create_links(arvados, [LinkSpec(HASH_LINK, new_id, planted.uuid, img.owner_uuid)])
 
     with pytest.raises(PartialFailureError) as info:
-        migrate_images(MigrateRequest(pdhs=[img.collection.pdh], verify=True))
+        migrate_images(pdhs=(img.collection.pdh,), verify=True)
     (failed,) = info.value.report.images
     assert failed.outcome == "failed"
     assert "does not load as" in failed.error and new_id in failed.error

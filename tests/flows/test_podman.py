@@ -12,7 +12,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from flows.params import PushRequest
 from flows.push import push_image
 from keepdocker.arv.client import ArvadosSession
 from keepdocker.testing.images import rootfs_tar
@@ -62,7 +61,7 @@ def test_push_from_podman(arvados: ArvadosSession, podman: str) -> None:
     client.tag("kd/pod:latest", "kd/pod", "v1")  # podman's import ignores the tag parameter
     image_id = client.inspect_image("kd/pod:v1")["Id"]
 
-    result = push_image(PushRequest(image="kd/pod:v1"))
+    result = push_image(image="kd/pod:v1")
     assert (result.action, result.image_id, result.tags) == ("uploaded", image_id, ["kd/pod:v1"])
     assert _listed(image_id, result.collection_uuid)
     names, data = _collection_files(arvados, result.collection_uuid)
@@ -75,7 +74,7 @@ def test_push_from_podman(arvados: ArvadosSession, podman: str) -> None:
 def test_pull_through_podman(arvados: ArvadosSession, registry: str, podman: str) -> None:
     """push --pull makes podman pull from the registry first, then pushes the registry's image ID."""
     _, image_id, _ = put_image(registry, "kd/podpull", "v1", [rootfs_tar(72)])
-    result = push_image(PushRequest(image=f"{registry}/kd/podpull:v1", pull=True))
+    result = push_image(image=f"{registry}/kd/podpull:v1", pull=True)
     assert (result.image_id, result.tags) == (image_id, [f"{registry}/kd/podpull:v1"])
     assert _listed(image_id, result.collection_uuid)
     names, _ = _collection_files(arvados, result.collection_uuid)

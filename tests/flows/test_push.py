@@ -14,7 +14,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from flows.params import PushRequest
 from flows.push import push_image
 from keepdocker.arv.catalog import HASH_LINK, REPO_TAG_LINK, keyset, list_images
 from keepdocker.arv.client import ArvadosSession
@@ -54,7 +53,7 @@ def _single_file(session: ArvadosSession, uuid: str) -> tuple[str, bytes]:
 def test_push_is_interchangeable_with_arv_keepdocker(arvados: ArvadosSession, engine_env: str) -> None:
     """A pushed image is listed and found by arv-keepdocker, and satisfies crunch-run's one-tar rule."""
     image_id = build_image(engine_env, "kd/parity", "v1", seed=11)
-    result = push_image(PushRequest(image="kd/parity:v1"))
+    result = push_image(image="kd/parity:v1")
     assert (result.action, result.image_id, result.tags) == ("uploaded", image_id, ["kd/parity:v1"])
 
     listing = _run("arv-keepdocker", "images").stdout.splitlines()
@@ -83,7 +82,7 @@ def test_image_pushed_by_arv_keepdocker_is_found_not_uploaded(arvados: ArvadosSe
     assert pushed.returncode == 0, pushed.stderr
     uuid = pushed.stdout.strip()
     before = len(_collections(arvados))
-    result = push_image(PushRequest(image="kd/theirs", tag="v2"))
+    result = push_image(image="kd/theirs", tag="v2")
     assert (result.action, result.collection_uuid, result.links_created) == ("present", uuid, 0)
     assert len(_collections(arvados)) == before
     rows = list_images(arvados, "kd/theirs", "v2")
@@ -96,10 +95,10 @@ def test_project_push_copies_without_keep_traffic(
 ) -> None:
     """With a project, an image already elsewhere is copied into it (no Keep PUT) with project-owned links."""
     build_image(engine_env, "kd/proj", "v1", seed=13)
-    first = push_image(PushRequest(image="kd/proj:v1"))
+    first = push_image(image="kd/proj:v1")
     project = arvados.api.groups().create(body={"group_class": "project", "name": "images"}).execute()["uuid"]
     puts = standin.stats()["requests"].get("keep PUT", 0)
-    copied = push_image(PushRequest(image="kd/proj:v1", project_uuid=project))
+    copied = push_image(image="kd/proj:v1", project_uuid=project)
     assert copied.action == "copied"
     assert copied.pdh == first.pdh and copied.collection_uuid != first.collection_uuid
     assert standin.stats()["requests"].get("keep PUT", 0) == puts
@@ -108,7 +107,7 @@ def test_project_push_copies_without_keep_traffic(
         (HASH_LINK, project),
         (REPO_TAG_LINK, project),
     ]
-    again = push_image(PushRequest(image="kd/proj:v1", project_uuid=project))
+    again = push_image(image="kd/proj:v1", project_uuid=project)
     assert (again.action, again.collection_uuid, again.links_created) == ("present", copied.collection_uuid, 0)
     history = read_history("kd/proj:v1")
     assert [(row["action"], row["outcome"], row["collection"]) for row in history] == [
@@ -131,7 +130,7 @@ def test_missing_image_fails_with_a_clear_message(arvados: ArvadosSession, engin
     """A tag neither in the engine nor in Arvados fails naming repo:tag, and files no history (it is no image)."""
     build_image(engine_env, "kd/somewhere", "v1", seed=14)
     with pytest.raises(ImageNotFoundError, match=r"no local image kd/somewhere:9\.9 "):
-        push_image(PushRequest(image="kd/somewhere", tag="9.9"))
+        push_image(image="kd/somewhere", tag="9.9")
     assert read_history("kd/somewhere", "9.9") == []
     assert read_history("kd/somewhere") == []
 
@@ -192,9 +191,9 @@ def test_from_archive_needs_no_engine(
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
 
     for name in ("v2.tar", "oci.tar"):
-        result = push_image(PushRequest(image="kd/archived:v1", from_archive=str(tmp_path / name)))
+        result = push_image(image="kd/archived:v1", from_archive=str(tmp_path / name))
         assert result.image_id == image_id, name
-    from_v1 = push_image(PushRequest(image="kd/legacy:v1", from_archive=str(tmp_path / "v1.tar")))
+    from_v1 = push_image(image="kd/legacy:v1", from_archive=str(tmp_path / "v1.tar"))
     assert from_v1.action == "uploaded" and from_v1.image_id.startswith("sha256:")
     name, data = _single_file(arvados, from_v1.collection_uuid)
     assert name == f"{from_v1.image_id}.tar"
@@ -244,7 +243,7 @@ def test_pull_refreshes_before_pushing(arvados: ArvadosSession, engine_env: str,
     new = build_image(engine_env, "kd/fresh-new", "n", seed=22)
     push_to_registry(engine_env, new, name, "v1")
     docker.APIClient(base_url=engine_env).tag(old, name, "v1")
-    result = push_image(PushRequest(image=f"{name}:v1", pull=True))
+    result = push_image(image=f"{name}:v1", pull=True)
     assert result.image_id == new
     assert result.tags == [f"{name}:v1"]
 
@@ -254,7 +253,7 @@ def test_images_table_matches_arv_keepdocker(arvados: ArvadosSession, engine_env
     """`keepdocker images` prints the same table as `arv-keepdocker images`, in full and filtered."""
     for seed, (repo, tag) in enumerate([("kd/list-a", "v1"), ("kd/list-b", "v2")], start=31):
         build_image(engine_env, repo, tag, seed=seed)
-        push_image(PushRequest(image=f"{repo}:{tag}"))
+        push_image(image=f"{repo}:{tag}")
     build_image(engine_env, "kd/list-a", "v3", seed=33)
     assert _run("arv-keepdocker", "kd/list-a", "v3").returncode == 0
     ours = _run("keepdocker", "images")
@@ -285,7 +284,7 @@ def test_damaged_cache_entry_is_saved_again_not_published(arvados: ArvadosSessio
         f.write(bytes([byte[0] ^ 0xFF]))
     os.utime(entry.path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    result = push_image(PushRequest(image="kd/damaged:v1"))
+    result = push_image(image="kd/damaged:v1")
     assert (result.action, result.image_id) == ("uploaded", image_id)
     name, data = _single_file(arvados, result.collection_uuid)
     assert name == f"{image_id}.tar"

@@ -1,4 +1,4 @@
-"""Docker 1.10-24 legacy-load config construction, rule by rule from the reference tables."""
+"""Docker 1.10-24 legacy-load config construction, rule by rule as moby builds it (image/v1/imagev1.go)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import MakeStandin
@@ -80,8 +81,8 @@ def test_upgrade_cli_refuses_every_attack(tmp_path: Path) -> None:
     assert tree(tmp_path) == before
 
 
-def test_upgrade_refuses_reference_malformed_cases(tmp_path: Path) -> None:
-    """The reference's section 1.7 cases not among the attacks: type errors, bad `created`, deep JSON, a BOM."""
+def test_upgrade_refuses_malformed_layer_jsons(tmp_path: Path) -> None:
+    """Layer jsons Docker's legacy load also refuses, beyond the attacks: type errors, bad `created`, deep JSON, BOM."""
     import random
 
     rng = random.Random(3)
@@ -305,15 +306,15 @@ def test_bombs_and_huge_sizes_refused_within_fixed_limits(tmp_path: Path) -> Non
 
 
 BAD_ARGUMENTS = [
-    (["push", "Bad Image!"], "image"),
-    (["push", "kd/ok", "bad tag!"], "tag"),
-    (["push", "kd/ok:1", "--project-uuid", "not-a-uuid"], "project_uuid"),
-    (["push", "kd/ok:1", "--pull", "--from-archive", "/nonexistent.tar"], "pull"),
-    (["migrate", "--pdh", "nothex+12"], "pdhs"),
-    (["migrate", "--limit", "-1"], "limit"),
-    (["migrate", "--limit", "0"], "limit"),
-    (["migrate", "--concurrency", "0"], "concurrency"),
-    (["migrate", "--project-uuid", "zzzzz-4zz18-aaaaaaaaaaaaaaa"], "project_uuid"),
+    (["push", "Bad Image!"], "IMAGE: "),
+    (["push", "kd/ok", "bad tag!"], "TAG: "),
+    (["push", "kd/ok:1", "--project-uuid", "not-a-uuid"], "--project-uuid: "),
+    (["push", "kd/ok:1", "--pull", "--from-archive", "/nonexistent.tar"], "--pull and --from-archive"),
+    (["migrate", "--pdh", "nothex+12"], "--pdh: "),
+    (["migrate", "--limit", "-1"], "--limit: "),
+    (["migrate", "--limit", "0"], "--limit: "),
+    (["migrate", "--concurrency", "0"], "--concurrency: "),
+    (["migrate", "--project-uuid", "zzzzz-4zz18-aaaaaaaaaaaaaaa"], "--project-uuid: "),
     (["upgrade", "/nonexistent-src.tar", "out.tar"], "SRC"),
     (["upgrade", "--tag", "Bad:Tag!", "/nonexistent-src.tar", "out.tar"], "tag"),
 ]
@@ -323,7 +324,7 @@ BAD_ARGUMENTS = [
 def test_bad_cli_arguments_rejected_before_any_work(
     make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Bad names, tags, UUIDs, PDHs and limits: exit 2 and one line naming the field; the API sees no request."""
+    """Bad names, tags, UUIDs, PDHs and limits: exit 2 and one line naming the flag as typed; the API sees nothing."""
     standin = make_standin()
     env = standin.client_env(base_env)
     before = standin.stats()["requests"]
@@ -349,27 +350,38 @@ def test_bad_cli_arguments_rejected_before_any_work(
 def test_bad_flow_parameters_fail_before_any_task(
     make_standin: MakeStandin, in_process_flows: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A flow run with bad parameters (as a deployment would pass them) fails validation; no task, no request."""
+    """Bad parameters (as a deployment passes them) fail before any task or request, naming the parameter.
+
+    Bounds and patterns fail Prefect's validation of the flat signature; what needs two parameters at once (a tag
+    given twice) fails the core request's validation as the flow's first step, with the parameter's spelling.
+    """
     from prefect.exceptions import ParameterTypeError
 
-    from flows.migrate import migrate_images
+    from flows.migrate import migrate_image, migrate_images
     from flows.push import push_image
+    from keepdocker.errors import UsageError
 
     standin = make_standin()
     for name, value in standin.client_env({}).items():
         monkeypatch.setenv(name, value)
     before = standin.stats()["requests"]
-    bad = [
-        (migrate_images, {"limit": -1}, "limit"),
-        (migrate_images, {"pdhs": ["zzzzz-4zz18-aaaaaaaaaaaaaaa"]}, "pdhs"),
-        (migrate_images, {"concurrency": 0}, "concurrency"),
-        (push_image, {"image": "Bad Image!"}, "image"),
-        (push_image, {"image": "kd/x:1", "tag": "2"}, "tag"),
-        (push_image, {"image": "ok", "project_uuid": "../../etc"}, "project_uuid"),
+    bad: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
+        (migrate_images, {"limit": -1}, ParameterTypeError, "limit"),
+        (migrate_images, {"pdhs": ["zzzzz-4zz18-aaaaaaaaaaaaaaa"]}, ParameterTypeError, "pdhs"),
+        (migrate_images, {"concurrency": 0}, ParameterTypeError, "concurrency"),
+        (migrate_images, {"request": {"dry_run": True}}, TypeError, "keyword argument .request."),
+        (migrate_image, {"pdh": "zzzzz-4zz18-aaaaaaaaaaaaaaa"}, ParameterTypeError, "pdh"),
+        (push_image, {"image": ""}, UsageError, "^image: give the image to push"),
+        (push_image, {"image": "x" * 513}, ParameterTypeError, "image"),
+        (push_image, {"image": "Bad Image!"}, UsageError, "^image: "),
+        (push_image, {"image": "kd/x:1", "tag": "2"}, UsageError, "^tag: "),
+        (push_image, {"image": "ok", "project_uuid": "../../etc"}, ParameterTypeError, "project_uuid"),
+        (push_image, {"image": "ok", "pull": True, "from_archive": "/x.tar"}, UsageError, "^pull=true and from_arch"),
+        (push_image, {"image": "ok", "credentials_block": "Not A Name"}, ParameterTypeError, "credentials_block"),
     ]
-    for flow_fn, request, field in bad:
-        with pytest.raises(ParameterTypeError, match=field):
-            flow_fn(request=request)  # type: ignore[operator]
+    for flow_fn, parameters, error, match in bad:
+        with pytest.raises(error, match=match):
+            flow_fn(**parameters)
     after = standin.stats()["requests"]
     after["api GET /_standin/stats"] -= 1
     assert after == before

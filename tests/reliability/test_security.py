@@ -55,9 +55,13 @@ class ArgvWatcher(threading.Thread):
 
 @pytest.mark.slow
 def test_tokens_never_leak(
-    make_standin: MakeStandin, base_env: dict[str, str], reliability_prefect: PrefectServer, tmp_path: Path
+    make_standin: MakeStandin,
+    base_env: dict[str, str],
+    reliability_prefect: PrefectServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Push, migrate and failing runs leave no token in output, artifacts, results, the database, caches or argv."""
+    """Push, migrate, failing and block-credential runs leave no token in output, artifacts, results, DB or argv."""
     standin = make_standin()
     session = admin_session(standin)
     seeded = random_v1_archive(61, layers=2)
@@ -94,7 +98,30 @@ def test_tokens_never_leak(
     assert [t for t in tokens if t in output or secret_part(t) in output] == []
 
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
+    # The admin token saved in an arvados-credentials block and used by a run that names it, with no token in the
+    # environment: the block is stored encrypted, the run carries only its name.
+    from flows.migrate import migrate_images
+    from tasks.credentials import ArvadosCredentials
+
+    for name in ("HOME", "KEEPDOCKER_CACHE_DIR", "XDG_CACHE_HOME"):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+    for name in ("ARVADOS_API_HOST", "ARVADOS_API_TOKEN", "ARVADOS_API_HOST_INSECURE"):
+        monkeypatch.delenv(name, raising=False)
+    block_settings = {
+        PREFECT_API_URL: reliability_prefect.url,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(cache_dir / "prefect-results"),
+    }
+    with temporary_settings(block_settings):  # type: ignore[arg-type]
+        ArvadosCredentials(
+            host=env["ARVADOS_API_HOST"],
+            token=standin.admin_token,  # type: ignore[arg-type]
+            insecure=env.get("ARVADOS_API_HOST_INSECURE", "") in ("1", "true"),
+        ).save("arvados-security", overwrite=True)
+        planned = migrate_images(dry_run=True, credentials_block="arvados-security")
+    assert planned.dry_run
 
     with temporary_settings({PREFECT_API_URL: reliability_prefect.url}), get_client(sync_client=True) as client:  # type: ignore[dict-item]
         artifacts = []

@@ -1,4 +1,4 @@
-"""The filter, order, select and paging engine behaves as the Arvados API server's does (contract 5.2, 5.3)."""
+"""The filter, order, select and paging engine behaves as the Arvados API server's does."""
 
 from __future__ import annotations
 
