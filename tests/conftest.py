@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keepdocker.testing.dockerd import engine_answers, private_engine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
 
 
 def _need_engine(reason: str) -> None:
@@ -21,26 +22,20 @@ def _need_engine(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _shared(relative: str) -> Path:
-    """A file of the shared directory beside the checkout: required under CI (.ci/run sets CI=true), else a skip."""
-    path = SHARED / relative
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is required under CI: the shared fixtures must be checked out beside the repository")
-        pytest.skip(f"{path} is absent (the shared fixtures are not checked out beside the repository)")
-    return path
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def moby_v1_archive() -> Path:
     """The real 2015 v1 archive (Docker 1.9 `docker save` of matthughes/library-centos:6-2015.03.20)."""
-    return _shared("fixtures/moby-emptyLayer-v1.tar")
+    return FIXTURES / "moby-emptyLayer-v1.tar"
 
 
 @pytest.fixture(scope="session")
-def arvados_discovery_document() -> Path:
-    """The discovery document of a real Arvados API server, to check the stand-in's against."""
-    return _shared("reference/arvados-v1-discovery.json")
+def arvados_methods() -> dict[str, Any]:
+    """Path, HTTP method and parameters of the methods the SDK uses, as a real Arvados API server declares them."""
+    doc: dict[str, Any] = json.loads((FIXTURES / "arvados-v1-methods.json").read_text())
+    return doc
 
 
 @pytest.fixture(scope="session")

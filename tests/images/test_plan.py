@@ -12,8 +12,8 @@ from keepdocker.images.plan import NewBytes, SourceRange, UpgradePlan, plan_upgr
 from keepdocker.images.upgrade import upgrade
 from keepdocker.testing.v1archives import random_v1_archive
 
-# The real 2015 archive, for running this file as a script; the tests take the moby_v1_archive fixture instead.
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "moby-emptyLayer-v1.tar"
+# The real 2015 archive (tests/fixtures/README.md), for running this file as a script; tests take the fixture.
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "moby-emptyLayer-v1.tar"
 GOLDEN = Path(__file__).with_name("upgrade_golden.json")
 
 
