@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -48,6 +50,8 @@ __all__ = ["FANOUT_DEPLOYMENT", "ImageOutcome", "MigrationReport", "migrate_imag
 
 # The deployment a fanned-out sweep starts once per image (see deployments/prefect.yaml).
 FANOUT_DEPLOYMENT = "migrate-image/fanout"
+# The progress artifact is updated at most this often (and when the last image finishes).
+PROGRESS_SECONDS = 1.0
 
 
 class ImageOutcome(BaseModel):
@@ -162,9 +166,11 @@ def _place(image: V1Image, request: MigrateRequest) -> _Placed:
     )
 
 
-def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
+def migrate_one(
+    image: V1Image, request: MigrateRequest, history: Callable[[Callable[[], None]], object] | None = None
+) -> ImageOutcome:
     """Place (in place over the old Keep blocks, else download, upgrade, upload), (verify what Keep serves,) and
-    link one image; a failure is reported for it alone."""
+    link one image; a failure is reported for it alone. ``history`` runs the history write (default: at once)."""
     result = _outcome(image)
     started = time.monotonic()
     creds = request.credentials_block
@@ -194,23 +200,25 @@ def migrate_one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
         result = result.model_copy(update={"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"})
     result = result.model_copy(update={"seconds": time.monotonic() - started})
     # Filed under every tag of the image and both IDs, so any name the user knows finds the migration.
-    record_history(
-        image.repo_tags,
-        history_row(
-            "migrate",
-            "failed" if result.outcome == "failed" else "migrated",
-            ", ".join(image.repo_tags) or image.v1_id,
-            reason=result.error,
-            image_id=result.new_id,
-            v1_id=image.v1_id,
-            collection=result.collection,
-            pdh=result.new_pdh,
-            size=result.v2_bytes,
-            seconds=result.seconds,
-            reused=result.bytes_reused,
-            written=result.bytes_written,
-        ),
+    row = history_row(
+        "migrate",
+        "failed" if result.outcome == "failed" else "migrated",
+        ", ".join(image.repo_tags) or image.v1_id,
+        reason=result.error,
+        image_id=result.new_id,
+        v1_id=image.v1_id,
+        collection=result.collection,
+        pdh=result.new_pdh,
+        size=result.v2_bytes,
+        seconds=result.seconds,
+        reused=result.bytes_reused,
+        written=result.bytes_written,
     )
+    write = functools.partial(record_history, image.repo_tags, row)
+    if history is None:
+        write()
+    else:
+        history(write)
     return result
 
 
@@ -335,24 +343,44 @@ def sweep(request: MigrateRequest) -> MigrationReport:
         create_progress_artifact(0.0, key="migrate-images-progress", description=f"0 of {total} images finished"),
     )
     outcomes: list[ImageOutcome] = []
-    one = run_fanned_out if request.fan_out else migrate_one
+    # Each image's history rows (an API round trip per key) are written by their own threads while the next image
+    # is migrated; all are written before the summary.
+    written: list[Future[None]] = []
+
+    def write_later(write: Callable[[], None]) -> None:
+        written.append(history_pool.submit(contextvars.copy_context().run, write))
+
+    def one(image: V1Image, request: MigrateRequest) -> ImageOutcome:
+        return run_fanned_out(image, request) if request.fan_out else migrate_one(image, request, write_later)
+
     # A plain thread pool, not Prefect's task runner: the unit of concurrency is one image's whole sequence of task
     # calls (in place, or download, upgrade, upload; then verify, link), which fails alone and moves the progress
     # artifact as it ends; .submit()/.map() would fan out single tasks instead. Across workers, fan_out runs each
     # image as its own migrate-image flow run (run_fanned_out), and these threads only wait for those runs.
-    with ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="history") as history_pool,
+        ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix="migrate") as pool,
+    ):
         futures: list[Future[ImageOutcome]] = [
             pool.submit(contextvars.copy_context().run, one, image, request) for image in images
         ]
+        shown = time.monotonic()
         for fut in as_completed(futures):
             outcomes.append(fut.result())
             failed = sum(o.outcome == "failed" for o in outcomes)
-            update_progress_artifact(
-                progress,
-                100.0 * len(outcomes) / max(total, 1),
-                description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
-            )
+            # One API round trip per update: at most one a PROGRESS_SECONDS while images finish fast, and always
+            # the last one, so the artifact ends at every image.
+            if len(outcomes) == total or time.monotonic() - shown >= PROGRESS_SECONDS:
+                update_progress_artifact(
+                    progress,
+                    100.0 * len(outcomes) / max(total, 1),
+                    description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
+                )
+                shown = time.monotonic()
             logger.info("%d of %d images finished (%d failed)", len(outcomes), total, failed)
+        pool.shutdown()
+        for w in written:  # an unexpected failure to write history fails the sweep, as it did when written in line
+            w.result()
     order = {i.pdh: n for n, i in enumerate(images)}
     outcomes.sort(key=lambda o: order[o.old_pdh])
     report = MigrationReport(dry_run=False, images=outcomes)

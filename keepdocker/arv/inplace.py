@@ -1,6 +1,7 @@
 """Migrate a v1 image in place: its v2 collection reuses the old collection's Keep blocks for every shared byte.
 
-The old collection's tar is read once, straight from Keep through the SDK (no local copy), and planned by
+The old collection's tar is read once, straight from Keep through the SDK (no local copy; ``KeepFileReader`` fetches
+the next block, with the SDK's md5 check, while the reader hashes this one), and planned by
 ``images.plan.plan_upgrade``: the uncompressed layer payloads of a v1 archive are byte-identical to the v2 archive's
 ``layer.tar`` members, so they become segments of the new file over the old collection's blocks (signed for this
 token by ``collections.get``). Only the new bytes go to Keep: tar headers, configs, ``manifest.json``,
@@ -16,6 +17,11 @@ when sharing would save little: fewer than ``MIN_REUSED_BYTES`` reused, or reuse
 from __future__ import annotations
 
 import bisect
+import io
+import os
+import queue
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -36,6 +42,7 @@ __all__ = [
     "MIN_REUSED_BYTES",
     "MIN_REUSED_FRACTION",
     "InPlacePlan",
+    "KeepFileReader",
     "KeepSpill",
     "Piece",
     "keep_client",
@@ -57,16 +64,29 @@ SPILL_BLOCK_BYTES = 16 * MIB
 BLOCK_CACHE_BYTES = 64 * MIB
 
 
-def keep_client(session: ArvadosSession) -> Any:
-    """A KeepClient with a bounded in-memory block cache, no disk cache and one prefetch thread.
+_keep_lock = threading.Lock()
+_keep_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
-    Reading a 64 MiB-block file then holds at most the cached block, the one being read and one prefetched block,
-    whatever the image's size; nothing is cached on disk.
+
+def keep_client(session: ArvadosSession) -> Any:
+    """The session's KeepClient: a bounded in-memory block cache, no disk cache, no prefetch threads of its own.
+
+    The old file is read by ``KeepFileReader``, which fetches one block ahead itself; the cache then only ever holds
+    the block fetched last (one a reader holds anyway), whatever the image's size; nothing is cached on disk. One
+    client per API client (it is thread-safe), with its Keep services listed once, in the calling thread: a read-ahead
+    thread that listed them would first build an API client of its own.
     """
-    cache = arvados.keep.KeepBlockCache(cache_max=BLOCK_CACHE_BYTES, disk_cache=False)
-    return arvados.keep.KeepClient(
-        api_client=session.api, block_cache=cache, num_retries=SDK_RETRIES, num_prefetch_threads=1
-    )
+    with _keep_lock:
+        keep = _keep_clients.get(session.api)
+        if keep is None:
+            cache = arvados.keep.KeepBlockCache(cache_max=BLOCK_CACHE_BYTES, disk_cache=False)
+            keep = arvados.keep.KeepClient(
+                api_client=session.api, block_cache=cache, num_retries=SDK_RETRIES, num_prefetch_threads=0
+            )
+            with arvados_errors("listing the Keep services"):
+                keep.build_services_list()
+            _keep_clients[session.api] = keep
+        return keep
 
 
 class KeepSpill:
@@ -125,6 +145,144 @@ def old_file_pieces(manifest_text: str, filename: str) -> list[Piece]:
     return [Piece(r.range_start, str(r.locator), r.segment_offset, r.range_size) for r in f.segments()]
 
 
+class _Fetch:
+    """One run of the read-ahead thread: pieces from ``start`` on, at most ``HELD_PIECES`` held at a time."""
+
+    def __init__(self, keep: Any, pieces: list[Piece], start: int) -> None:
+        self.ready: queue.SimpleQueue[tuple[int, memoryview] | BaseException] = queue.SimpleQueue()
+        self.tokens = threading.Semaphore(HELD_PIECES)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(keep, pieces, start), name="keep-read-ahead", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, keep: Any, pieces: list[Piece], start: int) -> None:
+        try:
+            for i in range(start, len(pieces)):
+                self.tokens.acquire()
+                if self.stop.is_set():
+                    return
+                piece = pieces[i]
+                # The SDK checks the block's md5 and retries Keep's temporary failures; both release the GIL, so
+                # this runs beside the reader's own hashing.
+                block = keep.get(piece.locator, num_retries=SDK_RETRIES)
+                end = piece.block_offset + piece.length
+                if len(block) < end:
+                    raise ArvadosError(f"block {piece.locator[:32]} holds {len(block)} bytes, the manifest uses {end}")
+                self.ready.put((i, memoryview(block)[piece.block_offset : end]))
+        except BaseException as exc:  # handed to the reader, which raises it in its own thread
+            self.ready.put(exc)
+
+    def close(self) -> None:
+        """Stop after the fetch in flight (waited for, so no thread outlives the reader)."""
+        self.stop.set()
+        self.tokens.release()
+        self.thread.join()
+
+
+#: Pieces of the old file held at once: the one being read and the one fetched ahead (2 x 64 MiB at most).
+HELD_PIECES = 2
+
+
+class KeepFileReader(io.RawIOBase):
+    """A file of an old collection read from Keep in file order, its next block fetched while this one is read.
+
+    ``read`` returns bytes as a file does; ``seek`` is cheap forward and within the current piece, and restarts the
+    read-ahead from the right piece when it goes further back. Use it as a context manager (the thread is stopped).
+    """
+
+    def __init__(self, keep: Any, pieces: list[Piece]) -> None:
+        super().__init__()
+        self._keep = keep
+        self._pieces = pieces
+        self._starts = [p.file_offset for p in pieces]
+        self._size = pieces[-1].file_offset + pieces[-1].length if pieces else 0
+        self._pos = 0
+        self._index = -1  # the piece in _view when _held, else the one before the piece the fetch hands over next
+        self._view = memoryview(b"")
+        self._held = False
+        self._fetch: _Fetch | None = None
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def seekable(self) -> bool:
+        """Seeking is supported (backwards beyond the current piece by fetching again)."""
+        return True
+
+    def tell(self) -> int:
+        """The current position in the file."""
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move the position (nothing is fetched until the next read)."""
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to ``size`` bytes from the position (all the rest when negative); b"" at the end."""
+        left = self._size - self._pos if size is None or size < 0 else min(size, self._size - self._pos)
+        parts: list[bytes | memoryview] = []
+        while left > 0:
+            view, into = self._locate(self._pos)
+            take = min(left, len(view) - into)
+            part = view[into : into + take]
+            # A read that goes on into the next piece copies this one's part first, so the block can be let go.
+            parts.append(part if take == left else bytes(part))
+            self._pos += take
+            left -= take
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: Any, /) -> int:
+        """Read into ``buffer``; the number of bytes read."""
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _locate(self, pos: int) -> tuple[memoryview, int]:
+        """The piece holding byte ``pos`` and the offset into it, taking pieces from the read-ahead."""
+        i = bisect.bisect_right(self._starts, pos) - 1
+        if self._fetch is None or i < self._index or (i == self._index and not self._held):
+            self._restart(i)
+        while not (self._held and self._index == i):
+            self._take()
+        return self._view, pos - self._pieces[i].file_offset
+
+    def _take(self) -> None:
+        fetch = self._fetch
+        assert fetch is not None
+        if self._held:
+            self._view, self._held = memoryview(b""), False
+            fetch.tokens.release()  # the piece read last is let go: the one after the next may be fetched
+        got = fetch.ready.get()
+        if isinstance(got, BaseException):
+            self._stop()  # the thread has ended; a later read starts again from the piece it needs
+            raise got
+        self._index, self._view = got
+        self._held = True
+
+    def _restart(self, i: int) -> None:
+        self._stop()
+        self._fetch = _Fetch(self._keep, self._pieces, i)
+        self._index = i - 1
+
+    def _stop(self) -> None:
+        if self._fetch is not None:
+            self._fetch.close()
+            self._fetch = None
+        self._view, self._held = memoryview(b""), False
+
+    def close(self) -> None:
+        """Stop the read-ahead thread and let go of the blocks."""
+        self._stop()
+        super().close()
+
+
 @dataclass(frozen=True)
 class InPlacePlan:
     """The outcome of reading one old image: the new collection's manifest, or why the whole file must be written.
@@ -151,18 +309,16 @@ def plan_in_place(session: ArvadosSession, pdh: str, tags: list[str], v1_id: str
     manifest = str(record.get("manifest_text") or "")
     filename, _ = single_tar(manifest)
     keep = keep_client(session)
-    with arvados_errors(f"reading {filename} of {pdh} from Keep"):
-        reader = arvados.collection.CollectionReader(
-            manifest, api_client=session.api, keep_client=keep, num_retries=SDK_RETRIES
-        )
-        with reader.open(filename, "rb") as f:
-            head = f.read(8)
-            if sniff_compression(head) is not Compression.NONE:
-                return InPlacePlan("", None, 0, 0, 0, fallback="the archive is compressed as a whole")
-            f.seek(0)
-            copies = int(session.api._rootDesc.get("defaultCollectionReplication", 2) or 2)
-            spill = KeepSpill(keep, copies)
-            plan = plan_upgrade(cast(BinaryIO, f), spill, tags, v1_id, label=f"{pdh}/{filename}")
+    with arvados_errors(f"reading {filename} of {pdh} from Keep"), KeepFileReader(
+        keep, old_file_pieces(manifest, filename)
+    ) as f:
+        head = f.read(8)
+        if sniff_compression(head) is not Compression.NONE:
+            return InPlacePlan("", None, 0, 0, 0, fallback="the archive is compressed as a whole")
+        f.seek(0)
+        copies = int(session.api._rootDesc.get("defaultCollectionReplication", 2) or 2)
+        spill = KeepSpill(keep, copies)
+        plan = plan_upgrade(cast(BinaryIO, f), spill, tags, v1_id, label=f"{pdh}/{filename}")
     if len(plan.images) != 1:
         ids = ", ".join(i.id for i in plan.images)
         raise MalformedArchiveError(f"{pdh}: expected one image, the archive holds {len(plan.images)} ({ids})")
