@@ -57,7 +57,16 @@ def seed(data_dir: Path) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="keepdocker-demo-") as tmp:
         for seed_no, names, in_project, repositories in DEMO_IMAGES:
-            generated = random_v1_archive(seed_no, layers=3, repositories=repositories, symlinks=False)
+            # Uncompressed layers of a few MiB, as `docker save` <= 1.9 wrote them: big enough for the sweep to
+            # migrate them in place (the new collections reuse the old blocks; the summary shows the bytes).
+            generated = random_v1_archive(
+                seed_no,
+                layers=3,
+                repositories=repositories,
+                symlinks=False,
+                compressions=("none",),
+                max_file_size=1 << 20,
+            )
             path = generated.write(Path(tmp) / f"{seed_no}.tar")
             owner = project["uuid"] if in_project else None
             image = seed_v1_image(session, path, generated.leaves[0], names, owner)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from keepdocker.testing.env import private_env
 from keepdocker.testing.prefect_procs import running_server
 from keepdocker.testing.standin import RunningStandin, running_standin
 
@@ -29,16 +29,8 @@ def standin(tmp_path: Path) -> Iterator[RunningStandin]:
 @pytest.fixture()
 def cli_env(tmp_path: Path, prefect_api: str, standin: RunningStandin, docker_host: str) -> dict[str, str]:
     """Environment for `keepdocker` subprocesses: our server, the stand-in, the engine, a private HOME and cache."""
-    home = tmp_path / "home"
-    home.mkdir()
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ARVADOS_", "PREFECT_", "KEEPDOCKER_")) and k not in ("DOCKER_HOST", "CACHE_DIRECTORY")
-    }
+    base = private_env(tmp_path / "home")
     base.update(
-        HOME=str(home),
-        XDG_CACHE_HOME=str(home / ".cache"),
         KEEPDOCKER_CACHE_DIR=str(tmp_path / "cache"),
         KEEPDOCKER_RETRY_DELAY="0.5",
         PREFECT_API_URL=prefect_api,

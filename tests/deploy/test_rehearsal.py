@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from keepdocker.testing.env import private_env
 from keepdocker.testing.prefect_procs import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,16 +59,10 @@ def test_rehearsal_script_runs_as_written(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("the rehearsal needs root and dockerd under CI")
         pytest.skip("the rehearsal needs root and dockerd")
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ARVADOS_", "PREFECT_", "KEEPDOCKER_")) and k not in ("DOCKER_HOST", "CACHE_DIRECTORY")
-    }
+    env = private_env(tmp_path / "home")
     # A short directory: dockerd's unix socket path must stay under 108 bytes.
     rdir = Path(subprocess.check_output(["mktemp", "-d", "/tmp/kdr-XXXXXX"], text=True).strip())
-    env.update(HOME=str(home), REHEARSAL_DIR=str(rdir), REHEARSAL_PORT=str(free_port()))
+    env.update(REHEARSAL_DIR=str(rdir), REHEARSAL_PORT=str(free_port()))
     script = rehearsal_script(README.read_text())
     try:
         done = subprocess.run(

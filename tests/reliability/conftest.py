@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_support import PrefectServer, prefect_server
+from reliability_support import MakeStandin, PrefectServer, prefect_server
 
+from keepdocker.testing.env import private_env
 from keepdocker.testing.standin import RunningStandin
-
-MakeStandin = Callable[..., RunningStandin]
 
 
 @pytest.fixture(scope="session")
@@ -40,17 +38,8 @@ def make_standin(tmp_path: Path) -> Iterator[MakeStandin]:
 @pytest.fixture()
 def base_env(tmp_path: Path, reliability_prefect: PrefectServer) -> dict[str, str]:
     """Environment for CLI subprocesses: private HOME and cache, our Prefect server, short retry delays, no engine."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ARVADOS_", "PREFECT_", "KEEPDOCKER_")) and k not in ("DOCKER_HOST", "CACHE_DIRECTORY")
-    }
+    env = private_env(tmp_path / "home")
     env.update(
-        HOME=str(home),
-        XDG_CACHE_HOME=str(home / ".cache"),
-        XDG_CONFIG_HOME=str(home / ".config"),
         KEEPDOCKER_CACHE_DIR=str(tmp_path / "cache"),
         KEEPDOCKER_RETRY_DELAY="0.5",
         PREFECT_API_URL=reliability_prefect.url,

@@ -19,6 +19,9 @@ from keepdocker.arv.client import ArvadosConfig, ArvadosSession, connect
 from keepdocker.testing.prefect_procs import running_server
 from keepdocker.testing.standin import RunningStandin
 
+# The make_standin fixture's type (conftest.py): starts a stand-in with extra `keepdocker standin` flags.
+MakeStandin = Callable[..., RunningStandin]
+
 BIN = Path(sys.executable).parent
 KEEPDOCKER = str(BIN / "keepdocker")
 

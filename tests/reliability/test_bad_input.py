@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeStandin
-from reliability_support import KEEPDOCKER, PrefectServer, admin_session, run_cli, standin_rows
+from reliability_support import KEEPDOCKER, MakeStandin, PrefectServer, admin_session, run_cli, standin_rows
 
 from cli import main as cli
 from keepdocker.arv.catalog import MIGRATION_LINK

@@ -13,8 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MakeStandin
-from reliability_support import PrefectServer, admin_session, kill_group, start_cli, task_runs_since, wait_for
+from reliability_support import (
+    MakeStandin,
+    PrefectServer,
+    admin_session,
+    kill_group,
+    start_cli,
+    task_runs_since,
+    wait_for,
+)
 
 from keepdocker.arv.catalog import HASH_LINK, keyset
 from keepdocker.cache import TarCache, Verification

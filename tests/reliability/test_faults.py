@@ -10,11 +10,12 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeStandin
 from reliability_support import (
+    MakeStandin,
     PrefectServer,
     admin_session,
     catalog_state,
@@ -68,6 +69,24 @@ def cache_is_clean(cache_dir: Path) -> list[str]:
             if cache.get(entry.key) is None:
                 problems.append(f"invalid entry {entry.key}")
     return problems
+
+
+def same_as_undisturbed(
+    standin: RunningStandin,
+    make_standin: MakeStandin,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    args: tuple[str, ...],
+    seed: Callable[[RunningStandin], object] | None = None,
+) -> None:
+    """``keepdocker ARGS`` run once, undisturbed, on a fresh stand-in seeded alike leaves the same catalog."""
+    reference = make_standin(name="reference")
+    if seed is not None:
+        seed(reference)
+    ref_env = reference.client_env({**base_env, "KEEPDOCKER_CACHE_DIR": str(tmp_path / "ref-cache")})
+    undisturbed = run_cli(*args, env=ref_env)
+    assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
+    assert catalog_state(admin_session(standin)) == catalog_state(admin_session(reference))
 
 
 def migration_links(session: object, pdh: str) -> list[dict[str, object]]:
@@ -187,11 +206,7 @@ def test_push_killed_during_upload_then_rerun(
     assert again.returncode == 0, again.stderr[-2000:]
     assert cache_is_clean(Path(env["KEEPDOCKER_CACHE_DIR"])) == []
 
-    reference = make_standin(name="reference")
-    ref_env = reference.client_env({**base_env, "KEEPDOCKER_CACHE_DIR": str(tmp_path / "ref-cache")})
-    undisturbed = run_cli("push", "kd/big:1", "--from-archive", str(archive), env=ref_env)
-    assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
-    assert catalog_state(admin_session(standin)) == catalog_state(admin_session(reference))
+    same_as_undisturbed(standin, make_standin, base_env, tmp_path, ("push", "kd/big:1", "--from-archive", str(archive)))
 
 
 @pytest.mark.slow
@@ -216,10 +231,8 @@ def test_push_killed_between_upload_and_links_then_rerun(
     (coll,) = keyset(admin_session(standin), "collections", [])
     assert again.stdout.strip() == coll["uuid"]
 
-    reference = make_standin(name="reference")
-    ref_env = reference.client_env({**base_env, "KEEPDOCKER_CACHE_DIR": str(tmp_path / "ref-cache")})
-    assert run_cli("push", "kd/link:1", "--from-archive", str(archive), env=ref_env).returncode == 0
-    assert catalog_state(admin_session(standin)) == catalog_state(admin_session(reference))
+    args = ("push", "kd/link:1", "--from-archive", str(archive))
+    same_as_undisturbed(standin, make_standin, base_env, tmp_path, args)
 
 
 @pytest.mark.slow
@@ -284,16 +297,9 @@ def test_migrate_in_place_killed_while_reading_creating_and_linking_then_rerun(
 
     final = run_cli("migrate", "--concurrency", "1", env=env)
     assert final.returncode == 0, final.stderr[-2000:]
-    session = admin_session(standin)
     assert standin_rows(standin, "collections") == 2
     assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 1
-
-    reference = make_standin(name="reference")
-    seed(reference)
-    ref_env = reference.client_env({**base_env, "KEEPDOCKER_CACHE_DIR": str(tmp_path / "ref-cache")})
-    undisturbed = run_cli("migrate", "--concurrency", "1", env=ref_env)
-    assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
-    assert catalog_state(session) == catalog_state(admin_session(reference))
+    same_as_undisturbed(standin, make_standin, base_env, tmp_path, ("migrate", "--concurrency", "1"), seed)
 
 
 @pytest.mark.slow
@@ -359,16 +365,9 @@ def test_migrate_killed_in_download_upload_and_linking_then_rerun(
     final = run_cli("migrate", "--concurrency", "1", env=env)
     assert final.returncode == 0, final.stderr[-2000:]
     assert cache_is_clean(cache_dir) == []
-    session = admin_session(standin)
     assert standin_rows(standin, "collections") == 2
     assert standin_rows(standin, "links", f"link_class = '{MIGRATION_LINK}'") == 1
-
-    reference = make_standin(name="reference")
-    seed(reference)
-    ref_env = reference.client_env({**base_env, "KEEPDOCKER_CACHE_DIR": str(tmp_path / "ref-cache")})
-    undisturbed = run_cli("migrate", "--concurrency", "1", env=ref_env)
-    assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
-    assert catalog_state(session) == catalog_state(admin_session(reference))
+    same_as_undisturbed(standin, make_standin, base_env, tmp_path, ("migrate", "--concurrency", "1"), seed)
 
 
 @pytest.mark.slow

@@ -8,8 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import MakeStandin
-from reliability_support import PrefectServer, admin_session, run_cli, secret_part, standin_rows
+from reliability_support import MakeStandin, PrefectServer, admin_session, run_cli, secret_part, standin_rows
 
 from keepdocker.arv.transfer import download_tar
 from keepdocker.cache import TarCache
