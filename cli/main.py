@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from cli.console import console_progress
 from keepdocker.errors import KeepdockerError, UsageError
-from keepdocker.options import use_cli_spelling
+from keepdocker.options import use_cli_spelling, uses_cli_spelling
 
 # Each module has add_parser(subparsers) that sets `func(args) -> int` on its parser.
 COMMANDS = ("standin", "upgrade", "push", "images", "history", "migrate", "demo", "deployment_run")
@@ -41,6 +41,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; errors become one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = uses_cli_spelling()
     use_cli_spelling()  # hints name --flags and IMAGE/TAG, as typed here, not flow parameters
     try:
         with console_progress(quiet=getattr(args, "quiet", False)):
@@ -51,6 +52,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"keepdocker {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        use_cli_spelling(previous)  # a caller in the same process (a test, an embedding program) keeps its own
     return code
 
 

@@ -138,3 +138,15 @@ def test_flow_forms_are_flat_plain_fields() -> None:
     assert props["project_uuid"]["title"] == "Project" and props["pdhs"]["title"] == "Only these old PDHs"
     assert push["properties"]["image"]["maxLength"] == 512
     assert push["properties"]["credentials_block"]["default"] == ""
+
+
+def test_an_in_process_cli_run_leaves_the_parameter_spelling(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cli.main.run` names flags while it runs, then gives the process back its own spelling (tests, embedders)."""
+    from cli.main import run
+    from keepdocker.options import uses_cli_spelling
+
+    assert run(["upgrade", str(tmp_path / "missing.tar"), str(tmp_path / "out.tar")]) == 2
+    assert "keepdocker upgrade: error:" in capsys.readouterr().err
+    assert not uses_cli_spelling()
+    with pytest.raises(UsageError, match=r"^pull=true and from_archive"):
+        PushRequest(image="ok", pull=True, from_archive="/x.tar")
