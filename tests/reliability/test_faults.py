@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -425,10 +426,17 @@ def _need_tmpfs(reason: str) -> None:
 def test_full_cache_fails_clearly_and_leaves_nothing(
     make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path, room: str
 ) -> None:
-    """No room for the tar (disk or budget): the image fails with a one-line reason, no partial file, no link."""
+    """No room for the tar (disk or budget): the image fails with a one-line reason, no partial file, no link.
+
+    The archive is gzipped as a whole, so the sweep takes the whole-file path, the one that needs the cache (an
+    uncompressed archive is migrated in place and needs no room: see the next test).
+    """
     standin = make_standin()
+    plain = tmp_path / "v1-plain.tar"
+    leaves = write_large_v1_archive(plain, 3 << 20, layers=1, seed=9)
     archive = tmp_path / "v1.tar"
-    leaves = write_large_v1_archive(archive, 3 << 20, layers=1, seed=9)
+    with open(plain, "rb") as src, gzip.GzipFile(archive, "wb", compresslevel=1, mtime=0) as out:
+        shutil.copyfileobj(src, out, 1 << 20)
     session = admin_session(standin)
     image = seed_v1_image(session, archive, leaves[-1], ("old/full:1",))
     cache_dir = tmp_path / "small-cache"
@@ -459,3 +467,22 @@ def test_full_cache_fails_clearly_and_leaves_nothing(
     assert last.startswith("keepdocker migrate: error: 1 of 1 image(s) failed"), last
     assert not [p for p in leftovers if ".tmp#" in p or p.endswith(".partial")], leftovers
     assert (standin_rows(standin, "collections"), standin_rows(standin, "links")) == before
+
+
+def test_in_place_migration_needs_no_cache_room(
+    make_standin: MakeStandin, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With a cache budget far below the image's size, an uncompressed v1 image is still migrated, in place."""
+    standin = make_standin()
+    archive = tmp_path / "v1.tar"
+    leaves = write_large_v1_archive(archive, 3 << 20, layers=1, seed=9)
+    image = seed_v1_image(admin_session(standin), archive, leaves[-1], ("old/roomless:1",))
+    cache_dir = tmp_path / "small-cache"
+    env = {**standin.client_env(base_env), "KEEPDOCKER_CACHE_DIR": str(cache_dir), "KEEPDOCKER_CACHE_BUDGET": "1M"}
+    done = run_cli("migrate", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 migrated, 0 failed" in done.stdout
+    assert len(migration_links(admin_session(standin), image.collection.pdh)) == 1
+    reused = re.search(r"Keep: (\d+) bytes reused, (\d+) written", done.stdout)
+    assert reused is not None and int(reused.group(1)) >= 3 << 20 and int(reused.group(2)) < 64 << 10, done.stdout
+    assert sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) < 1 << 20
