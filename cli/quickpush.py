@@ -11,6 +11,7 @@ Everything else -- a copy elsewhere, a missing link -- is the flow's.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keepdocker.arv.client import ArvadosConfig, connect
@@ -22,7 +23,15 @@ from keepdocker.progress import meter
 from keepdocker.push_plan import PushTarget, locate_image, registry_options
 from keepdocker.registry import RegistryImage, fetch_to_cache
 
-__all__ = ["ENGINE_TIMEOUT_SECONDS", "PreFetch", "PreSave", "QuickLook", "quick_look", "quick_look_registry"]
+__all__ = [
+    "ENGINE_TIMEOUT_SECONDS",
+    "Background",
+    "QuickLook",
+    "pre_fetch",
+    "pre_save",
+    "quick_look",
+    "quick_look_registry",
+]
 
 # An engine that does not answer a query in this time is reported at once (the flow's retries would take ~50 s).
 ENGINE_TIMEOUT_SECONDS = 5.0
@@ -61,36 +70,44 @@ def quick_look(
     return QuickLook(save_id=None if existing.collections else plan.engine_id)
 
 
-class PreSave:
-    """`docker save` of one image into the tar cache in a background thread (the flow's save task reuses it).
+class Background:
+    """One piece of push work in a daemon thread while Prefect imports; the flow's task reuses its cache entry.
 
-    A failure here is not reported: the flow's save task saves again, with its retries and its own error line.
+    A failure here is not reported: the flow's task does the work again, with its retries and its own error line.
     """
 
-    def __init__(self, engine_id: str) -> None:
-        self.engine_id = engine_id
+    def __init__(self, name: str, work: Callable[[], object]) -> None:
         self.error: KeepdockerError | OSError | None = None
-        self._thread = threading.Thread(target=self._save, name="presave", daemon=True)
+        self._work = work
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> PreSave:
-        """Start saving; returns self."""
+    def start(self) -> Background:
+        """Start the work; returns self."""
         self._thread.start()
         return self
 
-    def _save(self) -> None:
-        progress = meter("save", self.engine_id[:19])
+    def _run(self) -> None:
         try:
-            with DockerEngine() as engine:
-                entry = engine.save_cached(TarCache.from_env(), self.engine_id, progress=progress)
+            self._work()
         except (KeepdockerError, OSError) as exc:
-            self.error = exc  # kept for inspection; the flow's save task retries and reports
-            return
+            self.error = exc  # kept for inspection; the flow's task retries and reports
+
+    def join(self) -> None:
+        """Wait for the work to end (a save always ends: the engine's stream has its own timeout)."""
+        self._thread.join()
+
+
+def pre_save(engine_id: str) -> Background:
+    """`docker save` of one image into the tar cache, in the background."""
+
+    def save() -> None:
+        progress = meter("save", engine_id[:19])
+        with DockerEngine() as engine:
+            entry = engine.save_cached(TarCache.from_env(), engine_id, progress=progress)
         if entry.created:
             progress.finish(entry.size)
 
-    def join(self) -> None:
-        """Wait for the save to end (it always ends: the engine's stream has its own timeout)."""
-        self._thread.join()
+    return Background("presave", save)
 
 
 def quick_look_registry(target: PushTarget) -> QuickLook:
@@ -111,29 +128,7 @@ def quick_look_registry(target: PushTarget) -> QuickLook:
     return QuickLook(fetch=RegistryImage.pinned_to(plan.registry_ref, plan.image_id, target.platform))
 
 
-class PreFetch:
-    """The registry image fetched into the tar cache in a background thread (the flow's fetch task reuses it).
-
-    A failure here is not reported: the flow's fetch task fetches again, with its retries and its own error line.
-    """
-
-    def __init__(self, image: RegistryImage, target: PushTarget) -> None:
-        self.image = image
-        self.options = registry_options(target)
-        self.error: KeepdockerError | OSError | None = None
-        self._thread = threading.Thread(target=self._fetch, name="prefetch", daemon=True)
-
-    def start(self) -> PreFetch:
-        """Start fetching; returns self."""
-        self._thread.start()
-        return self
-
-    def _fetch(self) -> None:
-        try:
-            fetch_to_cache(self.image, TarCache.from_env(), self.options)
-        except (KeepdockerError, OSError) as exc:
-            self.error = exc  # kept for inspection; the flow's fetch task retries and reports
-
-    def join(self) -> None:
-        """Wait for the fetch to end."""
-        self._thread.join()
+def pre_fetch(image: RegistryImage, target: PushTarget) -> Background:
+    """The registry image fetched into the tar cache, in the background."""
+    options = registry_options(target)
+    return Background("prefetch", lambda: fetch_to_cache(image, TarCache.from_env(), options))

@@ -367,17 +367,17 @@ def sweep(request: MigrateRequest) -> MigrationReport:
         shown = time.monotonic()
         for fut in as_completed(futures):
             outcomes.append(fut.result())
-            failed = sum(o.outcome == "failed" for o in outcomes)
+            n_failed = sum(o.outcome == "failed" for o in outcomes)
             # One API round trip per update: at most one a PROGRESS_SECONDS while images finish fast, and always
             # the last one, so the artifact ends at every image.
             if len(outcomes) == total or time.monotonic() - shown >= PROGRESS_SECONDS:
                 update_progress_artifact(
                     progress,
                     100.0 * len(outcomes) / max(total, 1),
-                    description=f"{len(outcomes)} of {total} images finished ({failed} failed)",
+                    description=f"{len(outcomes)} of {total} images finished ({n_failed} failed)",
                 )
                 shown = time.monotonic()
-            logger.info("%d of %d images finished (%d failed)", len(outcomes), total, failed)
+            logger.info("%d of %d images finished (%d failed)", len(outcomes), total, n_failed)
         pool.shutdown()
         for w in written:  # an unexpected failure to write history fails the sweep, as it did when written in line
             w.result()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.commands._flowrun import prepare_prefect, run_flow
+
+if TYPE_CHECKING:
+    from cli.quickpush import Background
 
 DEFAULT_PLATFORM = "linux/amd64"  # keepdocker.registry.DEFAULT_PLATFORM; not imported, to keep --help fast
 
@@ -73,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
         allow_http=args.allow_http,
         registry_ca=str(Path(args.registry_ca).resolve()) if args.registry_ca else None,
     )
-    presave: Any = None  # a PreSave or PreFetch
+    presave: Background | None = None  # a save or registry fetch running while Prefect imports
     if args.from_registry and not args.force:
-        from cli.quickpush import PreFetch, quick_look_registry
+        from cli.quickpush import pre_fetch, quick_look_registry
         from keepdocker.push_plan import PushTarget
 
         target = PushTarget(
@@ -93,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
             print(look.present_uuid)
             return 0
         if look.fetch is not None:
-            presave = PreFetch(look.fetch, target).start()  # fetches while Prefect imports; the fetch task reuses it
+            presave = pre_fetch(look.fetch, target).start()  # fetches while Prefect imports; the fetch task reuses it
     elif not (args.from_archive or args.pull or args.force):
-        from cli.quickpush import PreSave, quick_look
+        from cli.quickpush import pre_save, quick_look
 
         look = quick_look(
             request.image or "", request.tag, request.project_uuid, force_image_format=args.force_image_format
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             print(look.present_uuid)
             return 0
         if look.save_id is not None:
-            presave = PreSave(look.save_id).start()  # saves while Prefect imports; the flow's save task reuses it
+            presave = pre_save(look.save_id).start()  # saves while Prefect imports; the flow's save task reuses it
     try:
         prepare_prefect()
         from flows.push import push_image
