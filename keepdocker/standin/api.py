@@ -43,7 +43,7 @@ class RequestStats:
 
     counts: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0  # requests received and not yet answered (a killed client's included)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def add(self, key: str, n: int = 1) -> None:
         """Increase counter ``key`` by ``n``."""
@@ -54,6 +54,12 @@ class RequestStats:
         """Count a request as in flight (``n=-1``: it has been answered or abandoned)."""
         with self._lock:
             self.in_flight += n
+            self._lock.notify_all()
+
+    def wait_in_flight(self, test: Callable[[int], bool], timeout: float) -> bool:
+        """Wait until ``test(in_flight)`` holds; False if it still does not after ``timeout`` seconds."""
+        with self._lock:
+            return self._lock.wait_for(lambda: test(self.in_flight), timeout)
 
     def snapshot(self) -> dict[str, int]:
         """A copy of all counters."""

@@ -18,6 +18,8 @@ from keepdocker.standin.tls import ensure_certificate, server_context
 
 __all__ = ["DataDir", "Standin", "StandinConfig", "default_data_dir", "format_env"]
 
+_DRAIN_SECONDS = 5.0  # how long stop() lets requests already being handled finish
+
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/keepdocker/standin`` (``~/.local/share`` when XDG_DATA_HOME is unset)."""
@@ -146,4 +148,6 @@ class Standin:
                 server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+        # Let requests already inside finish, as a server shutting down gracefully does; stragglers get 503.
+        self.stats.wait_in_flight(lambda n: n <= 0, _DRAIN_SECONDS)
         self.store.close()

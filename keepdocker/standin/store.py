@@ -71,6 +71,13 @@ _IGNORED_ATTRS = frozenset(
 )
 
 
+class _ClosedDatabase:
+    """Stands in for the connection after ``close``: a request that was in flight fails as a temporary 503."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ApiError(503, "the stand-in is shutting down; retry the request")
+
+
 @dataclass(frozen=True)
 class Caller:
     """The authenticated user of one request and the exact token string it presented."""
@@ -122,9 +129,10 @@ class Store:
     # -- setup ----------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database; requests still in flight are then answered 503, as by a server shutting down."""
         with self._lock:
             self._db.close()
+            self._db = _ClosedDatabase()  # type: ignore[assignment]
 
     def _setting(self, key: str, default: Any) -> str:
         row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()

@@ -144,3 +144,44 @@ def test_records_and_clock_survive_reopen(tmp_path: Path) -> None:
     assert second.get(COLLECTIONS, again, uuid)["name"] == "kept"
     newer = second.create_collection(again, {"name": "new"})
     assert second.get(COLLECTIONS, again, newer)["created_at"] > created
+
+
+def test_request_after_close_is_a_temporary_503(store: Store) -> None:
+    """A request still in flight when the stand-in stops gets 503 (clients retry), not a permanent internal error."""
+    caller = _caller(store, "admin")
+    store.close()
+    with pytest.raises(ApiError) as raised:
+        store.get(COLLECTIONS, caller, "zzzzz-4zz18-000000000000000")
+    assert raised.value.status == 503
+    assert "shutting down" in raised.value.message
+
+
+def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
+    """A request the stand-in is still handling when it stops is answered from the open database, not refused."""
+    import json
+    import ssl
+    import threading
+    import urllib.request
+
+    from keepdocker.standin.server import Standin, StandinConfig
+
+    server = Standin(StandinConfig(tmp_path / "data", latency_ms=700))
+    env = server.start()
+    tls = ssl.create_default_context(cafile=env["KEEPDOCKER_STANDIN_CA_FILE"])
+    request = urllib.request.Request(
+        f"https://{env['ARVADOS_API_HOST']}/arvados/v1/users/current",
+        headers={"Authorization": f"Bearer {env['ARVADOS_API_TOKEN']}"},
+    )
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    def call() -> None:
+        with urllib.request.urlopen(request, context=tls, timeout=30) as response:
+            answers.append((response.status, json.load(response)))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert server.stats.wait_in_flight(lambda n: n > 0, 10), "the request never arrived"
+    server.stop()
+    caller.join(30)
+    assert answers and answers[0][0] == 200, answers
+    assert answers[0][1].get("is_admin") is True
