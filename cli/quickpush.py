@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from keepdocker.arv.client import ArvadosConfig, connect
 from keepdocker.arv.push import find_existing, present_for
+from keepdocker.arv.staging import StagingUpload
 from keepdocker.cache import TarCache
 from keepdocker.engine import DockerEngine
 from keepdocker.errors import KeepdockerError
@@ -98,12 +99,17 @@ class Background:
 
 
 def pre_save(engine_id: str) -> Background:
-    """`docker save` of one image into the tar cache, in the background."""
+    """`docker save` of one image into the tar cache, in the background, its blocks put into Keep as they stream.
+
+    The flow's upload then finds the blocks (``keepdocker.arv.staging``) and only creates the collection, so the
+    save and the upload overlap instead of following each other as in arv-keepdocker.
+    """
 
     def save() -> None:
         progress = meter("save", engine_id[:19])
+        staging = StagingUpload(connect(ArvadosConfig.from_env()))
         with DockerEngine() as engine:
-            entry = engine.save_cached(TarCache.from_env(), engine_id, progress=progress)
+            entry = TarCache.from_env().put_stream(engine_id, staging.tee(engine.saver([engine_id], progress=progress)))
         if entry.created:
             progress.finish(entry.size)
 

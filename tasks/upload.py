@@ -28,7 +28,8 @@ def upload(request: UploadRequest, credentials_block: str | None = None) -> Plac
                 remove_quietly(str(request.tar))
             raise CacheCorruptError(exc.message, temporary=False) from exc
     ref, timestamp = placed.ref, placed.image_timestamp
-    logger.info("%s: %s collection %s (%s)", request.image_id[:19], placed.action.value, ref.uuid, ref.pdh)
+    how = " (its blocks were stored in Keep while it was saved)" if ref.staged else ""
+    logger.info("%s: %s collection %s (%s)%s", request.image_id[:19], placed.action.value, ref.uuid, ref.pdh, how)
     return PlacedCollection(
         uuid=ref.uuid, pdh=ref.pdh, size=ref.size, action=placed.action.value, image_timestamp=timestamp
     )

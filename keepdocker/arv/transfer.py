@@ -13,8 +13,9 @@ from typing import Any, BinaryIO, Protocol
 
 import arvados.collection
 
+from keepdocker.arv import staging
 from keepdocker.arv.client import ArvadosSession, arvados_errors
-from keepdocker.errors import ArvadosError, CacheCorruptError, CacheFullError
+from keepdocker.errors import ArvadosError, ArvadosPermissionError, CacheCorruptError, CacheFullError
 from keepdocker.progress import Progress
 
 __all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
@@ -29,6 +30,7 @@ class CollectionRef:
     uuid: str
     pdh: str
     size: int
+    staged: bool = False  # its blocks were put into Keep while the tar was saved (keepdocker.arv.staging)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,16 @@ def upload_tar(
     raises CacheCorruptError before any collection is created: a damaged cache entry is never published.
     """
     total = path.stat().st_size
+    staged = staging.take(session, expected_sha256, total) if expected_sha256 else None
+    if staged is not None:  # its blocks were put into Keep while it was saved: only the collection is missing
+        try:
+            ref = _save_new(session, staging.manifest_for(staged, filename), name, owner_uuid, properties)
+        except ArvadosPermissionError:
+            pass  # the staged signatures were refused (expired, or another token's): upload the file instead
+        else:
+            if progress:
+                progress(total, total)
+            return CollectionRef(ref.uuid, ref.pdh, total, staged=True)
     digest = hashlib.sha256() if expected_sha256 else None
     with arvados_errors(f"uploading {path.name} to Keep"):
         coll = arvados.collection.Collection(api_client=session.api, num_retries=4, put_threads=2)
@@ -86,6 +98,19 @@ def upload_tar(
     if not uuid:
         raise ArvadosError(f"uploading {path.name}: the server returned no collection UUID")
     return CollectionRef(uuid=str(uuid), pdh=str(pdh), size=total)
+
+
+def _save_new(
+    session: ArvadosSession, manifest_text: str, name: str, owner_uuid: str | None, properties: dict[str, Any]
+) -> CollectionRef:
+    """Create a collection from a manifest of signed locators (unique name)."""
+    with arvados_errors("creating the collection of blocks stored while saving"):
+        coll = arvados.collection.Collection(manifest_text, api_client=session.api, num_retries=4)
+        coll.save_new(name=name, owner_uuid=owner_uuid, properties=properties, ensure_unique_name=True, num_retries=4)
+        uuid, pdh = coll.manifest_locator(), coll.portable_data_hash()
+    if not uuid:
+        raise ArvadosError("creating the collection of staged blocks: the server returned no collection UUID")
+    return CollectionRef(str(uuid), str(pdh), 0)
 
 
 def single_tar(manifest_text: str) -> tuple[str, int]:

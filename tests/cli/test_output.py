@@ -16,6 +16,7 @@ import pytest
 from cli.console import ConsoleProgress
 from keepdocker.progress import ProgressEvent, format_event
 from keepdocker.testing.images import build_image
+from keepdocker.testing.standin import RunningStandin
 
 KEEPDOCKER = str(Path(sys.executable).parent / "keepdocker")
 MIB = 1 << 20
@@ -84,13 +85,18 @@ def test_console_redraws_on_a_tty_and_prints_plain_lines_otherwise() -> None:
 
 @pytest.mark.engine
 def test_push_shows_progress_logs_reach_the_server_and_a_noop_push_skips_prefect(
-    cli_env: dict[str, str], docker_host: str, prefect_api: str
+    cli_env: dict[str, str], docker_host: str, prefect_api: str, standin: RunningStandin
 ) -> None:
     """Progress of save and upload on stderr; the run's logs on the server; the re-push starts no flow run."""
     image_id = build_image(docker_host, "kd/progress", "1", seed=71, payload_bytes=24 * MIB)
     pushed, _ = _run("push", "kd/progress", "1", env=cli_env)
     assert pushed.returncode == 0, pushed.stderr
     uuid = pushed.stdout.strip()
+    # The blocks went to Keep while `docker save` streamed (before Prefect started), once: the upload made only the
+    # collection.
+    status, record = standin.request("GET", f"/arvados/v1/collections/{uuid}")
+    tar_bytes = int(record["manifest_text"].split(" ")[-1].split(":")[1])
+    assert status == 200 and standin.stats()["requests"]["keep PUT bytes"] == tar_bytes
     lines = pushed.stderr.splitlines()
     saved = [line for line in lines if line.startswith(f"save {image_id[:19]}: ") and line.endswith(" done")]
     assert len(saved) == 1, lines  # one end per step, even when the tar outgrows the engine's size estimate
@@ -101,6 +107,7 @@ def test_push_shows_progress_logs_reach_the_server_and_a_noop_push_skips_prefect
     logs = _run_logs(prefect_api, run.id)
     assert any(m.startswith(f"upload {image_id[:19]}: ") for m in logs), logs
     assert any(m.startswith(f"save {image_id[:19]}: ") for m in logs), logs
+    assert any(m.endswith("(its blocks were stored in Keep while it was saved)") for m in logs), logs
 
     before = len(_flow_runs(prefect_api))
     again, seconds = _run("push", "kd/progress:1", env=cli_env)
