@@ -39,9 +39,11 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -62,6 +64,7 @@ __all__ = [
 _SIDECAR_FORMAT = 1
 _SIDECAR_MAX = 64 * 1024
 _BUFFER = 1024 * 1024
+_QUEUED_BUFFERS = 4  # full buffers waiting for the writer thread (memory: about 5 MiB per write in progress)
 _HASH_CHUNK = 4 * 1024 * 1024
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -109,7 +112,12 @@ def parse_size(text: str) -> int:
 
 
 class CacheSink:
-    """The writable handed to a fill callable: buffers, hashes, counts, and enforces the cache's budget."""
+    """The writable handed to a fill callable: hashes, counts, enforces the budget, and writes in the background.
+
+    Full 1 MiB buffers go to a writer thread through a short queue, so receiving the next bytes (from the engine, a
+    registry, Keep) overlaps writing the last ones to disk instead of waiting for it. An error of the writer (the
+    disk is full and eviction cannot help) is raised by the next ``write`` and by ``finish``.
+    """
 
     def __init__(self, fd: int, on_grow: Callable[[int], None], on_no_space: Callable[[], bool]) -> None:
         self._fd = fd
@@ -118,6 +126,9 @@ class CacheSink:
         self._buffer = bytearray()
         self._hash = hashlib.sha256()
         self._written = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_BUFFERS)
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     @property
     def bytes_written(self) -> int:
@@ -125,21 +136,70 @@ class CacheSink:
         return self._written
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Accept ``data``: hash it and write it out in large blocks."""
+        """Accept ``data``: hash it and hand it to the writer in large blocks."""
         n = len(data)
         if not n:
             return 0
+        self._raise_writer_error()
         self._on_grow(self._written + n)
         self._hash.update(data)
         self._buffer += data
         self._written += n
         if len(self._buffer) >= _BUFFER:
-            self.flush()
+            self._hand_off()
         return n
 
-    def flush(self) -> None:
-        """Write the buffer to the file, evicting other entries on ENOSPC while that frees room."""
-        view = memoryview(self._buffer)
+    def finish(self) -> None:
+        """Write out everything accepted and wait for the writer; raises its error, if any."""
+        self._hand_off()
+        self.stop()
+        self._raise_writer_error()
+
+    def stop(self) -> None:
+        """End the writer thread (what it has not written yet is dropped); safe to call more than once."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        if self._error is not None:  # the writer stopped taking buffers: make room for the end marker
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+        self._queue.put(None)
+        writer.join()
+
+    def hexdigest(self) -> str:
+        """The sha256 of everything written."""
+        return self._hash.hexdigest()
+
+    def _hand_off(self) -> None:
+        if not self._buffer:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="cache-writer", daemon=True)
+            self._writer.start()
+        data, self._buffer = bytes(self._buffer), bytearray()
+        while True:  # a writer that failed takes nothing more: do not wait on it forever
+            self._raise_writer_error()
+            with contextlib.suppress(queue.Full):
+                self._queue.put(data, timeout=0.5)
+                return
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _write_loop(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._write_all(data)
+            except BaseException as exc:  # handed to the filling thread
+                self._error = exc
+
+    def _write_all(self, data: bytes) -> None:
+        """Write ``data`` to the file, evicting other entries on ENOSPC while that frees room."""
+        view = memoryview(data)
         offset = 0
         try:
             while offset < len(view):
@@ -150,11 +210,6 @@ class CacheSink:
                         raise
         finally:
             view.release()
-        del self._buffer[:]
-
-    def hexdigest(self) -> str:
-        """The sha256 of everything written."""
-        return self._hash.hexdigest()
 
 
 class TarCache:
@@ -384,8 +439,11 @@ class TarCache:
         try:
             try:
                 sink = CacheSink(fd, on_grow, on_no_space)
-                fill(sink)
-                sink.flush()
+                try:
+                    fill(sink)
+                    sink.finish()
+                finally:
+                    sink.stop()  # the writer thread never outlives the file descriptor
                 os.fsync(fd)
                 st = os.fstat(fd)
             finally:
