@@ -42,10 +42,14 @@ IMAGE, TAG = "bench/push", "v1"
 # The process group of the running `prefect server start` (for CPU accounting), or None.
 SERVER_PGID: int | None = None
 
+# Extra `keepdocker standin` arguments of every stand-in, e.g. ["--keep-mib-per-second", "100"] for a remote Keep.
+STANDIN_ARGS: list[str] = []
+
+
 @contextmanager
 def bench_standin(data_dir: Path) -> Iterator[RunningStandin]:
-    """A stand-in subprocess for a benchmark, stopped by PID at the end."""
-    with running_standin(data_dir) as standin:
+    """A stand-in subprocess for a benchmark (with STANDIN_ARGS), stopped by PID at the end."""
+    with running_standin(data_dir, STANDIN_ARGS) as standin:
         yield standin
 
 
@@ -282,11 +286,18 @@ def main() -> None:
     parser.add_argument("--modes", default="server,ephemeral", help="Prefect modes to run (server, ephemeral)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per mode; medians are reported (default 3)")
     parser.add_argument(
+        "--keep-mib-per-second", type=float, default=0.0,
+        help="put the stand-in's Keep behind one link of this many MiB/s, as a remote cluster (default: unlimited)",
+    )
+    parser.add_argument(
         "--no-bytecode-cache", action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE as set (every command recompiles what it imports)",
     )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    if args.keep_mib_per_second:
+        STANDIN_ARGS[:] = ["--keep-mib-per-second", str(args.keep_mib_per_second)]
+        print(f"Keep behind one {args.keep_mib_per_second:g} MiB/s link (as a remote cluster), for both tools")
     global PYCACHE
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: list[ModeResult] = []

@@ -29,6 +29,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _bandwidth(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"a bandwidth in MiB/s must not be negative, got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -63,6 +70,13 @@ def add_parser(subparsers: Any) -> None:
         "--keep-failure-rate", type=_rate, default=0.0, help="answer this fraction of Keep requests with 503"
     )
     parser.add_argument("--latency-ms", type=_non_negative, default=0, help="add this latency to every request")
+    parser.add_argument(
+        "--keep-mib-per-second",
+        type=_bandwidth,
+        default=0.0,
+        metavar="R",
+        help="pass every Keep transfer through one link of R MiB/s (default: unlimited), as to a remote cluster",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault-injection random generator")
     parser.add_argument(
         "--blob-signature-ttl",
@@ -131,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         api_failure_rate=args.api_failure_rate,
         keep_failure_rate=args.keep_failure_rate,
         latency_ms=args.latency_ms,
+        keep_mib_per_second=args.keep_mib_per_second,
         seed=args.seed,
         verbose=args.verbose,
         blob_signature_ttl=args.blob_signature_ttl or BLOB_SIGNING_TTL,

@@ -178,6 +178,19 @@ class _ApiHandler(_Handler):
         self.send_json(status, payload)
 
 
+class _OverLink:
+    """A request body read through the fault injector's shared Keep link (a no-op unless it is limited)."""
+
+    def __init__(self, raw: Any, faults: FaultInjector) -> None:
+        self.raw = raw
+        self.faults = faults
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        n = int(self.raw.readinto(buffer) or 0)
+        self.faults.keep_link(n)
+        return n
+
+
 class _KeepHandler(_Handler):
     _expect_checked = False
     _expect_problem: tuple[int, str, bool] | None = None
@@ -228,7 +241,8 @@ class _KeepHandler(_Handler):
         token = _token(self.headers.get("Authorization"))
         assert token is not None
         try:
-            ctx.blocks.write_stream(md5, self.rfile, length)
+            body = _OverLink(self.rfile, ctx.faults) if ctx.faults.keep_mib_per_second else self.rfile
+            ctx.blocks.write_stream(md5, body, length)  # type: ignore[arg-type]
         except BlockHashMismatch as exc:
             self.refuse(400, str(exc))
             return
@@ -298,6 +312,7 @@ class _KeepHandler(_Handler):
         self.end_headers()
         if self.command == "HEAD" or size == 0:
             return
+        ctx.faults.keep_link(size)
         with ctx.blocks.open(md5) as block:
             self.wfile.flush()
             self.connection.sendfile(block)

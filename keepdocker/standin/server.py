@@ -70,6 +70,7 @@ class StandinConfig:
     api_failure_rate: float = 0.0
     keep_failure_rate: float = 0.0
     latency_ms: int = 0
+    keep_mib_per_second: float = 0.0
     seed: int | None = None
     verbose: bool = False
     blob_signature_ttl: int = BLOB_SIGNING_TTL  # seconds a permission signature stays valid
@@ -106,6 +107,7 @@ class Standin:
             api_failure_rate=config.api_failure_rate,
             keep_failure_rate=config.keep_failure_rate,
             latency_ms=config.latency_ms,
+            keep_mib_per_second=config.keep_mib_per_second,
             seed=config.seed,
         )
         self._threads: list[threading.Thread] = []

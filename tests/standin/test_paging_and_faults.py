@@ -11,6 +11,7 @@ from typing import Any
 
 import arvados
 import arvados.collection
+import arvados.keep
 import arvados.util
 
 from keepdocker.standin.server import DataDir
@@ -149,3 +150,23 @@ def test_in_flight_counts_a_request_until_its_client_is_gone(standin: RunningSta
     while standin.stats()["in_flight"] != 0:
         assert time.monotonic() < deadline, "the abandoned PUT is still counted"
         time.sleep(0.05)
+
+
+def test_keep_link_limits_puts_and_gets_together(tmp_path: Path, isolated_home: Path) -> None:
+    """--keep-mib-per-second 8: two 4 MiB puts in parallel share the link (>= 1 s), and reading one back takes 0.5 s."""
+    import concurrent.futures
+
+    with running_standin(tmp_path / "remote", ["--keep-mib-per-second", "8"]) as remote:
+        api = arvados.api(
+            "v1", host=remote.env["ARVADOS_API_HOST"], token=remote.admin_token, insecure=True, cache=False
+        )
+        keep = arvados.keep.KeepClient(api_client=api, num_retries=0)
+        blocks = [bytes([n]) * (4 << 20) for n in (1, 2)]
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            locators = list(pool.map(lambda b: keep.put(b, copies=1), blocks))
+        assert time.monotonic() - started >= 0.95
+        started = time.monotonic()
+        fresh = arvados.keep.KeepClient(api_client=api, num_retries=0)  # no block cache
+        assert fresh.get(locators[0]) == blocks[0]
+        assert time.monotonic() - started >= 0.45
