@@ -3,8 +3,10 @@
 Asking Arvados and the engine costs a few requests; importing Prefect and creating a flow run costs seconds. A push
 that would change nothing therefore prints the collection UUID (as arv-keepdocker does) and starts no flow run, so it
 leaves no history row. A push that must upload starts saving the image into the tar cache at once, in a thread,
-while the main thread imports Prefect and starts the flow; the flow's save task then finds the finished cache entry
-(one writer per image: it waits for this one); a --from-registry push fetches from the registry the same way.
+while the main thread imports Prefect and starts the flow, and puts the saved bytes into Keep blocks as they stream
+(``keepdocker.arv.staging``); the flow's save task then finds the finished cache entry (one writer per image: it
+waits for this one) and its upload task only creates the collection. A --from-registry push fetches from the
+registry the same way (without the Keep overlap).
 Everything else -- a copy elsewhere, a missing link -- is the flow's.
 """
 
