@@ -156,16 +156,11 @@ class CacheSink:
         self._raise_writer_error()
 
     def stop(self) -> None:
-        """End the writer thread (what it has not written yet is dropped); safe to call more than once."""
+        """End the writer thread once it has taken every buffer handed to it; safe to call more than once."""
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        if self._error is not None:  # the writer stopped taking buffers: make room for the end marker
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
-        self._queue.put(None)
-        writer.join()
+        if writer is not None:
+            self._queue.put(None)  # the writer takes every buffer, even after an error, so this never waits long
+            writer.join()
 
     def hexdigest(self) -> str:
         """The sha256 of everything written."""
@@ -177,12 +172,9 @@ class CacheSink:
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="cache-writer", daemon=True)
             self._writer.start()
+        self._raise_writer_error()
         data, self._buffer = bytes(self._buffer), bytearray()
-        while True:  # a writer that failed takes nothing more: do not wait on it forever
-            self._raise_writer_error()
-            with contextlib.suppress(queue.Full):
-                self._queue.put(data, timeout=0.5)
-                return
+        self._queue.put(data)
 
     def _raise_writer_error(self) -> None:
         if self._error is not None:
@@ -191,7 +183,7 @@ class CacheSink:
     def _write_loop(self) -> None:
         while (data := self._queue.get()) is not None:
             if self._error is not None:
-                continue
+                continue  # keep taking buffers, so neither _hand_off nor stop waits on a failed writer
             try:
                 self._write_all(data)
             except BaseException as exc:  # handed to the filling thread

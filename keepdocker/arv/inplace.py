@@ -26,7 +26,7 @@ import arvados.keep
 from keepdocker.arv.catalog import IMAGE_HASH_PROPERTY, REPO_TAG_PROPERTY
 from keepdocker.arv.client import SDK_RETRIES, ArvadosSession, arvados_errors
 from keepdocker.arv.push import Action, Existing, copy_into
-from keepdocker.arv.transfer import CollectionRef, single_tar
+from keepdocker.arv.transfer import CollectionRef, manifest_name, single_tar
 from keepdocker.errors import ArvadosError, MalformedArchiveError
 from keepdocker.images.plan import NewBytes, SourceRange, SpillRange, UpgradePlan, plan_upgrade
 from keepdocker.images.tarscan import Compression, sniff_compression
@@ -227,7 +227,7 @@ def _manifest(
         else:
             segments.append([start, length])
     locators = old_order + [loc for loc, _ in new_blocks]
-    files = " ".join(f"{start}:{length}:{_escape(name)}" for start, length in segments)
+    files = " ".join(f"{start}:{length}:{manifest_name(name)}" for start, length in segments)
     return f". {' '.join(locators)} {files}\n"
 
 
@@ -248,11 +248,6 @@ def _old_ranges(extent: SourceRange, old: list[Piece], starts: list[int]) -> lis
         pos += take
         i += 1
     return out
-
-
-def _escape(name: str) -> str:
-    """A manifest file name: space, tab, newline and backslash are written as octal escapes."""
-    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in name)
 
 
 def place_in_place(

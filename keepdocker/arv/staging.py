@@ -16,22 +16,21 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import arvados.collection
 
 from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.cache import CacheSink
 
-__all__ = ["StagedTar", "StagingUpload", "manifest_for", "take"]
+if TYPE_CHECKING:
+    from keepdocker.engine import ByteSink
+
+__all__ = ["StagedTar", "StagingUpload", "take"]
 
 _PUT_THREADS = 2
 _STAGED_NAME = "staged.tar"
 _LOCATOR = re.compile(r"[0-9a-f]{32}\+[0-9]+(\+\S+)?")
-
-
-class _Sink(Protocol):
-    def write(self, data: bytes, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -63,26 +62,17 @@ def take(session: ArvadosSession, sha256: str, size: int) -> StagedTar | None:
     return staged if staged is not None and staged.size == size else None
 
 
-def manifest_for(staged: StagedTar, filename: str) -> str:
-    """A one-file manifest of the staged blocks under ``filename`` (space, tab, newline and backslash escaped)."""
-    escaped = "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in filename)
-    locators = " ".join(staged.locators) or "d41d8cd98f00b204e9800998ecf8427e+0"
-    return f". {locators} 0:{staged.size}:{escaped}\n"
-
-
 class _Tee:
     """Writes every chunk to the cache sink first, then to the Keep writer."""
 
-    def __init__(self, sink: _Sink, keep: Any) -> None:
+    def __init__(self, sink: CacheSink, keep: Any) -> None:
         self.sink = sink
         self.keep = keep
-        self.size = 0
 
     def write(self, data: bytes, /) -> int:
         self.sink.write(data)
         with _keep_errors():
             self.keep.write(data)
-        self.size += len(data)
         return len(data)
 
 
@@ -93,7 +83,7 @@ class StagingUpload:
         self.session = session
         self.staged: StagedTar | None = None
 
-    def tee(self, fill: Callable[[_Sink], object]) -> Callable[[CacheSink], None]:
+    def tee(self, fill: Callable[[ByteSink], object]) -> Callable[[CacheSink], None]:
         """A fill callable that runs ``fill`` into the cache sink and into Keep at once.
 
         The blocks are offered (under the sink's sha256) before the cache entry is committed, so the upload that
@@ -117,7 +107,7 @@ class StagingUpload:
             finally:
                 coll.stop_threads()
             locators = tuple(t for t in text.split()[1:] if _LOCATOR.fullmatch(t))
-            self.staged = StagedTar(sink.hexdigest(), tee.size, locators)
+            self.staged = StagedTar(sink.hexdigest(), sink.bytes_written, locators)
             with _lock:
                 _staged[_key(self.session, self.staged.sha256)] = self.staged
 

@@ -18,7 +18,16 @@ from keepdocker.arv.client import ArvadosSession, arvados_errors
 from keepdocker.errors import ArvadosError, ArvadosPermissionError, CacheCorruptError, CacheFullError
 from keepdocker.progress import Progress
 
-__all__ = ["CollectionRef", "DownloadedTar", "Writable", "download_tar", "single_tar", "stream_tar", "upload_tar"]
+__all__ = [
+    "CollectionRef",
+    "DownloadedTar",
+    "Writable",
+    "download_tar",
+    "manifest_name",
+    "single_tar",
+    "stream_tar",
+    "upload_tar",
+]
 
 CHUNK = 1 << 20
 
@@ -62,13 +71,15 @@ def upload_tar(
     staged = staging.take(session, expected_sha256, total) if expected_sha256 else None
     if staged is not None:  # its blocks were put into Keep while it was saved: only the collection is missing
         try:
-            ref = _save_new(session, staging.manifest_for(staged, filename), name, owner_uuid, properties)
+            with arvados_errors("creating the collection of blocks stored while saving"):
+                coll = arvados.collection.Collection(_staged_manifest(staged, filename), api_client=session.api)
+                uuid, pdh = _save_new(coll, name, owner_uuid, properties)
         except ArvadosPermissionError:
             pass  # the staged signatures were refused (expired, or another token's): upload the file instead
         else:
             if progress:
                 progress(total, total)
-            return CollectionRef(ref.uuid, ref.pdh, total, staged=True)
+            return CollectionRef(uuid, pdh, total, staged=True)
     digest = hashlib.sha256() if expected_sha256 else None
     with arvados_errors(f"uploading {path.name} to Keep"):
         coll = arvados.collection.Collection(api_client=session.api, num_retries=4, put_threads=2)
@@ -86,31 +97,28 @@ def upload_tar(
                 f"{path} changed since it was saved (sha256 {digest.hexdigest()[:12]}, recorded "
                 f"{expected_sha256[:12]}); nothing was published: retry to save it again"
             )
-        coll.save_new(
-            name=name,
-            owner_uuid=owner_uuid,
-            properties=properties,
-            ensure_unique_name=True,
-            num_retries=4,
-        )
-        uuid = coll.manifest_locator()
-        pdh = coll.portable_data_hash()
-    if not uuid:
-        raise ArvadosError(f"uploading {path.name}: the server returned no collection UUID")
-    return CollectionRef(uuid=str(uuid), pdh=str(pdh), size=total)
+        uuid, pdh = _save_new(coll, name, owner_uuid, properties)
+    return CollectionRef(uuid=uuid, pdh=pdh, size=total)
 
 
-def _save_new(
-    session: ArvadosSession, manifest_text: str, name: str, owner_uuid: str | None, properties: dict[str, Any]
-) -> CollectionRef:
-    """Create a collection from a manifest of signed locators (unique name)."""
-    with arvados_errors("creating the collection of blocks stored while saving"):
-        coll = arvados.collection.Collection(manifest_text, api_client=session.api, num_retries=4)
-        coll.save_new(name=name, owner_uuid=owner_uuid, properties=properties, ensure_unique_name=True, num_retries=4)
-        uuid, pdh = coll.manifest_locator(), coll.portable_data_hash()
+def _save_new(coll: Any, name: str, owner_uuid: str | None, properties: dict[str, Any]) -> tuple[str, str]:
+    """Create ``coll`` in Arvados (the name made unique if taken); its UUID and PDH."""
+    coll.save_new(name=name, owner_uuid=owner_uuid, properties=properties, ensure_unique_name=True, num_retries=4)
+    uuid = coll.manifest_locator()
     if not uuid:
-        raise ArvadosError("creating the collection of staged blocks: the server returned no collection UUID")
-    return CollectionRef(str(uuid), str(pdh), 0)
+        raise ArvadosError(f"creating the collection {name!r}: the server returned no collection UUID")
+    return str(uuid), str(coll.portable_data_hash())
+
+
+def manifest_name(name: str) -> str:
+    """A file name as a manifest writes it: space, tab, newline and backslash as octal escapes."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in name)
+
+
+def _staged_manifest(staged: staging.StagedTar, filename: str) -> str:
+    """A one-stream manifest of the staged blocks holding the single file ``filename``."""
+    locators = " ".join(staged.locators) or "d41d8cd98f00b204e9800998ecf8427e+0"
+    return f". {locators} 0:{staged.size}:{manifest_name(filename)}\n"
 
 
 def single_tar(manifest_text: str) -> tuple[str, int]:

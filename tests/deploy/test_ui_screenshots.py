@@ -25,33 +25,29 @@ KEEPDOCKER = str(Path(sys.executable).parent / "keepdocker")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def screenshot(url: str, png: Path, profile: Path) -> None:
-    """One headless Chromium screenshot of ``url`` (rendered for up to 30 s of virtual time)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium is not None
-    subprocess.run(
-        [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-            "--virtual-time-budget=30000", f"--screenshot={png}", "--window-size=1400,1800", url,
-        ],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-
-
-def rendered_text(url: str, profile: Path) -> str:
-    """The page's DOM after headless Chromium ran its scripts (``--dump-dom``)."""
+def _chromium(*args: str, profile: Path) -> str:
+    """Run headless Chromium on one page (rendered for up to 30 s of virtual time); its stdout."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium is not None
     done = subprocess.run(
         [
             chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-            "--virtual-time-budget=30000", "--window-size=1400,1800", "--dump-dom", url,
+            "--virtual-time-budget=30000", "--window-size=1400,1800", *args,
         ],
         check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     return done.stdout
+
+
+def screenshot(url: str, png: Path, profile: Path) -> None:
+    """One headless Chromium screenshot of ``url``."""
+    _chromium(f"--screenshot={png}", url, profile=profile)
+
+
+def rendered_text(url: str, profile: Path) -> str:
+    """The page's DOM after headless Chromium ran its scripts (``--dump-dom``)."""
+    return _chromium("--dump-dom", url, profile=profile)
 
 
 def _need_chromium() -> None:
